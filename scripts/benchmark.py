@@ -1,0 +1,82 @@
+"""Benchmarks of the pipeline, as ratios measured in one run (the machine may be noisy).
+
+    python scripts/benchmark.py [--quick] [--only reshape,...] [--out benchmark.json]
+
+Each module in scripts/benchmarks/ is one section: it defines ``run(quick) -> list[dict]``
+whose rows hold at least ``section``, ``case`` and ``value`` with ``unit``; a row may
+add ``ratio`` (against the section's reference case) and ``peak_mb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SECTIONS_DIR = Path(__file__).parent / "benchmarks"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument("--only", default="", help="comma-separated section names")
+    parser.add_argument("--out", default="outputs/benchmark.json", help="JSON results file")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(SECTIONS_DIR.parent))
+    names = sorted(p.stem for p in SECTIONS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            sys.exit(
+                f"error: unknown section(s) {', '.join(unknown)}; choose from {', '.join(names)}"
+            )
+        names = [n for n in names if n in wanted]
+
+    rows: list[dict] = []
+    for name in names:
+        started = time.perf_counter()
+        print(f"== {name}", flush=True)
+        section_rows = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
+        for row in section_rows:
+            print("   " + format_row(row), flush=True)
+        print(f"   ({time.perf_counter() - started:.1f} s)")
+        rows += section_rows
+
+    record = {"machine": machine(), "quick": args.quick, "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def format_row(row: dict) -> str:
+    text = f"{row['case']:<48} {row['value']:>14,.2f} {row['unit']}"
+    if row.get("ratio") is not None:
+        text += f"   x{row['ratio']:.2f}"
+    if row.get("peak_mb") is not None:
+        text += f"   peak {row['peak_mb']:,.0f} MB"
+    return text
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+if __name__ == "__main__":
+    main()

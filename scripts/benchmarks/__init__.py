@@ -1,0 +1,1 @@
+"""Benchmark sections run by scripts/benchmark.py."""

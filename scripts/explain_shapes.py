@@ -1,0 +1,43 @@
+"""Print the conv shape table for any model overrides, without training.
+
+    python scripts/explain_shapes.py model.kernel_size=7 model.dilation=2
+    python scripts/explain_shapes.py in_channels=5 seq_len=49 model.groups=5 model.channels=[5,32]
+
+With ``in_channels``/``seq_len`` given, no data is read; otherwise they come from the
+data config (the synthetic cohort by default), exactly as training would see them.
+"""
+
+import hydra
+from hydra.utils import execution_whitelist
+from omegaconf import DictConfig
+
+from patientcnn.cli import report_user_errors
+from patientcnn.models.conv import format_shape_table
+from patientcnn.train import TRUSTED_TARGETS, build_model
+
+
+@hydra.main(config_path="../configs", config_name="explain_shapes")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    in_channels, seq_len = cfg.get("in_channels"), cfg.get("seq_len")
+    with execution_whitelist(TRUSTED_TARGETS):
+        if in_channels is None or seq_len is None:
+            datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+            datamodule.prepare_data()
+            datamodule.setup()
+            in_channels = in_channels or datamodule.num_channels
+            seq_len = seq_len or datamodule.seq_len
+        model = build_model(cfg.model, int(in_channels), int(seq_len), pos_weight=1.0)
+    table = model.net.shape_table()
+    print(f"input (N, C, L) = (N, {in_channels}, {seq_len}): N patients, C features, L time steps")
+    print(format_shape_table(table))
+    last = table[-1]
+    print(
+        f"pooling '{cfg.model.pooling}' over the {last['length_out']} output steps -> "
+        f"Linear -> 1 logit per patient; {sum(r['params'] for r in table):,} conv parameters; "
+        f"each output step sees {last['receptive_field']} input steps"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The checkpoint bundle: the only link from training to inference.
+
+Lightning's checkpoint already holds the weights and the model's hyperparameters; the
+BundleCallback adds what inference needs to prepare new data (column names, time grid,
+preprocessing statistics, input channel order) and the decision threshold. Everything
+in it is tensors, numbers, strings, lists and dicts, so ``torch.load(weights_only=True)``
+reads it and no code stored in a file is ever run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from patientcnn.errors import UserError
+from patientcnn.models.classifier import CNNClassifier
+
+BUNDLE_KEY = "patientcnn"
+BUNDLE_VERSION = 1
+
+
+class BundleCallback(pl.Callback):
+    """Write the data-preparation state into every checkpoint Lightning saves."""
+
+    def __init__(self, data_state: dict, threshold: float = 0.5) -> None:
+        self.data_state = data_state
+        self.threshold = float(threshold)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[BUNDLE_KEY] = {
+            "version": BUNDLE_VERSION,
+            "data": self.data_state,
+            "threshold": self.threshold,
+        }
+
+
+@dataclass
+class Bundle:
+    hparams: dict
+    state_dict: dict
+    data: dict
+    threshold: float
+    path: Path
+
+    def build_model(self) -> CNNClassifier:
+        """The trained model in eval mode, rebuilt from plain hyperparameters (no _target_)."""
+        model = CNNClassifier(**self.hparams)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read a checkpoint safely; any problem with the file is one UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"{path}: not a readable patientcnn checkpoint (truncated, corrupt, or holding "
+            f"objects that are not plain data: {reason})"
+        ) from err
+    if not isinstance(raw, dict) or BUNDLE_KEY not in raw or "state_dict" not in raw:
+        raise UserError(f"{path}: not a patientcnn checkpoint (no '{BUNDLE_KEY}' section)")
+    bundle = raw[BUNDLE_KEY]
+    if bundle.get("version") != BUNDLE_VERSION:
+        raise UserError(
+            f"{path}: checkpoint bundle version {bundle.get('version')} is not supported"
+        )
+    return Bundle(
+        hparams=dict(raw["hyper_parameters"]),
+        state_dict=raw["state_dict"],
+        data=bundle["data"],
+        threshold=float(bundle["threshold"]),
+        path=path,
+    )

@@ -1,0 +1,254 @@
+"""Reading and validating the user's measurement and label tables.
+
+Every check names the file, the column and, where there is one, the patient and row
+(1-based, header excluded) so the user can find the problem. Values are never quoted:
+they may be patient data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from patientcnn.errors import UserError
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet table, turning every reader failure into a UserError."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a CSV or Parquet file")
+    name = path.name.lower()
+    try:
+        if name.endswith(PARQUET_SUFFIXES):
+            df = pd.read_parquet(path)
+        elif name.endswith(CSV_SUFFIXES):
+            sep = "\t" if name.endswith(".tsv") else ","
+            df = pd.read_csv(path, sep=sep, engine="pyarrow")
+        else:
+            raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
+    except UserError:
+        raise
+    except Exception as err:  # the readers raise many types; all mean "cannot parse"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: cannot be read as a table ({reason[:200]})") from err
+    if df.shape[1] == 0 or len(df) == 0:
+        raise UserError(f"{path}: the table is empty (no data rows)")
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def require_columns(df: pd.DataFrame, path: str | Path, columns: dict[str, str]) -> None:
+    """Check that each role's column exists; ``columns`` maps role (e.g. 'id') to name."""
+    for role, column in columns.items():
+        if column not in df.columns:
+            shown = ", ".join(map(str, df.columns[:20]))
+            more = f" and {len(df.columns) - 20} more" if len(df.columns) > 20 else ""
+            hint = ""
+            if df.shape[1] == 1 and any(sep in str(df.columns[0]) for sep in ";\t|"):
+                hint = " (the file seems to use another delimiter than ',')"
+            raise UserError(
+                f"{path}: no {role} column '{column}'{hint}; columns are: {shown}{more}. "
+                f"Set data.{role}_col to the right name."
+            )
+
+
+def resolve_features(
+    df: pd.DataFrame, path: str | Path, exclude: list[str], features: list[str] | None
+) -> list[str]:
+    """Explicit features are checked to exist; by default every other numeric column."""
+    if features:
+        missing = [f for f in features if f not in df.columns]
+        if missing:
+            raise UserError(f"{path}: feature columns not found: {', '.join(missing)}")
+        clash = [f for f in features if f in exclude]
+        if clash:
+            raise UserError(
+                f"{path}: {', '.join(clash)} cannot be both a feature and the id/time/label column"
+            )
+        return list(features)
+    chosen = [c for c in df.columns if c not in exclude and pd.api.types.is_numeric_dtype(df[c])]
+    if not chosen:
+        others = [c for c in df.columns if c not in exclude]
+        raise UserError(
+            f"{path}: no numeric feature columns found (other columns: {', '.join(others) or 'none'}); "
+            "list them with data.features=[...]"
+        )
+    return chosen
+
+
+def feature_matrix(
+    df: pd.DataFrame, path: str | Path, id_col: str, features: list[str]
+) -> np.ndarray:
+    """The feature columns as float32 (rows, C); NaN marks a missing value.
+
+    A value that is present but not a number, or infinite, is an error naming the row.
+    """
+    out = np.empty((len(df), len(features)), dtype=np.float32)
+    for j, name in enumerate(features):
+        column = df[name]
+        if pd.api.types.is_bool_dtype(column):
+            column = column.astype("float32")
+        if not pd.api.types.is_numeric_dtype(column):
+            numeric = pd.to_numeric(column, errors="coerce")
+            bad = numeric.isna() & column.notna() & (column.astype(str).str.strip() != "")
+            if bad.any():
+                _raise_at_row(
+                    df,
+                    path,
+                    id_col,
+                    name,
+                    int(np.flatnonzero(bad.to_numpy())[0]),
+                    "is not a number",
+                    int(bad.sum()),
+                )
+            column = numeric
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        infinite = np.isinf(values)
+        if infinite.any():
+            _raise_at_row(
+                df,
+                path,
+                id_col,
+                name,
+                int(np.flatnonzero(infinite)[0]),
+                "is infinite",
+                int(infinite.sum()),
+            )
+        out[:, j] = values
+    return out
+
+
+def time_in_hours(df: pd.DataFrame, path: str | Path, id_col: str, time_col: str) -> np.ndarray:
+    """The time column as float64: numbers as they are (steps or hours), datetimes in hours."""
+    column = df[time_col]
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        if pd.api.types.is_datetime64_any_dtype(column):
+            stamps = column
+        else:
+            stamps = pd.to_datetime(column, errors="coerce", format="mixed")
+            bad = stamps.isna() & column.notna()
+            if bad.any():
+                _raise_at_row(
+                    df,
+                    path,
+                    id_col,
+                    time_col,
+                    int(np.flatnonzero(bad.to_numpy())[0]),
+                    "is neither a number nor a date-time",
+                    int(bad.sum()),
+                )
+        if getattr(stamps.dt, "tz", None) is not None:
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        values = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
+        values[stamps.isna().to_numpy()] = np.nan
+        values /= 3.6e12  # nanoseconds -> hours; only differences are used downstream
+    missing = np.isnan(values)
+    if missing.any():
+        _raise_at_row(
+            df,
+            path,
+            id_col,
+            time_col,
+            int(np.flatnonzero(missing)[0]),
+            "is missing",
+            int(missing.sum()),
+        )
+    if np.isinf(values).any():
+        _raise_at_row(
+            df,
+            path,
+            id_col,
+            time_col,
+            int(np.flatnonzero(np.isinf(values))[0]),
+            "is infinite",
+            int(np.isinf(values).sum()),
+        )
+    return values
+
+
+def check_ids(df: pd.DataFrame, path: str | Path, id_col: str) -> None:
+    missing = df[id_col].isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise UserError(
+            f"{path}: column '{id_col}' is empty in row {row + 1} "
+            f"({int(missing.sum())} rows without a patient id)"
+        )
+
+
+def read_labels(
+    path: str | Path,
+    id_col: str,
+    label_col: str,
+    positive_label: object | None = None,
+) -> pd.Series:
+    """A per-patient 0/1 label Series indexed by patient id, from a `patient_id,label` table."""
+    df = read_table(path)
+    require_columns(df, path, {"id": id_col, "label": label_col})
+    check_ids(df, path, id_col)
+    duplicated = df[id_col].duplicated(keep=False)
+    if duplicated.any():
+        clash = df.loc[duplicated, [id_col, label_col]].drop_duplicates()
+        if clash[id_col].duplicated().any():
+            patient = clash.loc[clash[id_col].duplicated(), id_col].iloc[0]
+            raise UserError(f"{path}: patient {patient} has more than one label")
+        df = df.drop_duplicates(subset=[id_col])
+    labels = df.set_index(id_col)[label_col]
+    return binary_labels(labels, path, label_col, positive_label)
+
+
+def binary_labels(
+    labels: pd.Series, path: str | Path, label_col: str, positive_label: object | None = None
+) -> pd.Series:
+    """Map labels to 0/1: {0, 1} or booleans as they are, anything else via positive_label."""
+    missing = labels.isna()
+    if missing.any():
+        raise UserError(
+            f"{path}: column '{label_col}' is empty for patient {labels.index[missing.argmax()]} "
+            f"({int(missing.sum())} patients without a label)"
+        )
+    values = set(labels.unique().tolist())
+    if positive_label is not None:
+        if positive_label not in values and str(positive_label) not in {str(v) for v in values}:
+            raise UserError(
+                f"{path}: data.positive_label={positive_label!r} never occurs in column "
+                f"'{label_col}' (values: {_show(values)})"
+            )
+        if len(values) > 2:
+            raise UserError(
+                f"{path}: column '{label_col}' has {len(values)} distinct values ({_show(values)}); "
+                "a binary outcome needs two"
+            )
+        positive = labels.astype(str) == str(positive_label)
+        return positive.astype(np.int64).rename("label")
+    if values <= {0, 1} or values <= {True, False}:
+        return labels.astype(np.int64).rename("label")
+    raise UserError(
+        f"{path}: column '{label_col}' must be 0/1 for a binary outcome but holds {_show(values)}; "
+        "set data.positive_label to the value that means the outcome happened"
+    )
+
+
+def _show(values: set) -> str:
+    shown = sorted(map(str, values))
+    return ", ".join(shown[:6]) + (f" ... ({len(shown)} values)" if len(shown) > 6 else "")
+
+
+def _raise_at_row(
+    df: pd.DataFrame, path: str | Path, id_col: str, column: str, row: int, problem: str, count: int
+) -> None:
+    patient = df[id_col].iloc[row] if id_col in df.columns else "?"
+    more = f" ({count} rows in all)" if count > 1 else ""
+    raise UserError(
+        f"{path}: column '{column}' {problem} in row {row + 1} (patient {patient}){more}"
+    )

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from patientcnn.data.datamodule import PatientDataModule
+from patientcnn.data.preprocess import Preprocessor, forward_fill
+from patientcnn.errors import UserError
+
+
+def test_forward_fill_never_uses_future_values():
+    x = np.array([[[np.nan], [1.0], [np.nan], [np.nan], [4.0], [np.nan]]], dtype=np.float32)
+    filled = forward_fill(x)[0, :, 0]
+    assert np.isnan(filled[0])  # nothing observed yet: left for the training mean
+    np.testing.assert_array_equal(filled[1:], [1.0, 1.0, 1.0, 4.0, 4.0])
+
+
+def test_transform_standardises_imputes_and_zeroes_padding():
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 2.0, size=(50, 10, 3)).astype(np.float32)
+    x[0, 0, 0] = np.nan
+    valid = np.ones((50, 10), dtype=bool)
+    valid[1, 7:] = False
+    pre = Preprocessor(impute="mean").fit(x, ["a", "b", "c"])
+    out = pre.transform(x, valid)
+    assert not np.isnan(out).any()
+    assert out[0, 0, 0] == pytest.approx(0.0, abs=1e-6)  # the training mean, standardised
+    assert (out[1, 7:] == 0).all()
+    np.testing.assert_allclose(out[2:].reshape(-1, 3).mean(axis=0), 0.0, atol=0.1)
+
+
+def test_state_round_trip_is_plain_and_equivalent():
+    x = np.random.default_rng(1).normal(size=(20, 6, 2)).astype(np.float32)
+    valid = np.ones((20, 6), dtype=bool)
+    pre = Preprocessor(missing_indicators=True).fit(x, ["hr", "map"])
+    state = pre.state()
+    assert all(isinstance(v, (str, bool, list)) for v in state.values())
+    again = Preprocessor.from_state(state)
+    np.testing.assert_array_equal(pre.transform(x, valid), again.transform(x, valid))
+    assert again.output_features == ["hr", "map", "hr__observed", "map__observed"]
+
+
+def test_feature_never_observed_in_training_is_named():
+    x = np.ones((4, 3, 2), dtype=np.float32)
+    x[:, :, 1] = np.nan
+    with pytest.raises(UserError, match="lactate"):
+        Preprocessor().fit(x, ["hr", "lactate"])
+
+
+def test_statistics_come_from_training_patients_only(small_cohort, tmp_path):
+    """Shifting every val/test patient's values must not change the fitted statistics."""
+    import pandas as pd
+
+    def fitted(measurements):
+        dm = PatientDataModule(
+            str(measurements), str(small_cohort / "labels.csv"), split={"seed": 3}
+        )
+        dm.setup()
+        return dm, dm.preprocessor.state()
+
+    dm, state = fitted(small_cohort / "measurements.csv")
+    held_out = set(dm.cohort.arrays.ids[np.concatenate([dm.index["val"], dm.index["test"]])])
+    df = pd.read_csv(small_cohort / "measurements.csv")
+    features = dm.cohort.arrays.features
+    df.loc[df["patient_id"].isin(held_out), features] += 1000.0
+    df.to_csv(tmp_path / "shifted.csv", index=False)
+    _, shifted_state = fitted(tmp_path / "shifted.csv")
+    np.testing.assert_allclose(state["mean"], shifted_state["mean"])
+    np.testing.assert_allclose(state["std"], shifted_state["std"])
+
+
+def test_datamodule_serves_channels_first_batches(small_cohort):
+    dm = PatientDataModule(
+        str(small_cohort / "measurements.csv"), str(small_cohort / "labels.csv"), batch_size=32
+    )
+    dm.setup()
+    x, valid, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (32, 4, 24) and valid.shape == (32, 24) and y.shape == (32,)
+    assert x.dtype == torch.float32 and valid.dtype == torch.bool
+    assert sum(len(b[2]) for b in dm.train_dataloader()) == len(dm.index["train"])
+    splits = [set(dm.cohort.arrays.ids[i]) for i in dm.index.values()]
+    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    for idx in dm.index.values():  # stratified: every split holds both outcomes
+        assert set(dm.cohort.y[idx]) == {0, 1}

@@ -1,0 +1,143 @@
+"""`python train.py` end to end, as a user runs it."""
+
+import pandas as pd
+import pytest
+import torch
+from conftest import read_metrics, run_cli, train_run
+
+METRICS = ("auroc", "auprc", "accuracy", "f1", "brier", "loss")
+
+
+def test_train_writes_checkpoint_metrics_and_config(tmp_path):
+    proc, out = train_run(tmp_path, "model.kernel_size=5", "model.dilation=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_metrics(out)
+    for split in ("val", "test"):
+        for name in METRICS:
+            assert f"{split}/{name}" in record["metrics"]
+    assert 0.0 <= record["metrics"]["test/auroc"] <= 1.0
+    assert (out / "config.yaml").exists()
+    # the override shows in the shape table and in the checkpoint
+    assert "receptive field" in proc.stdout + proc.stderr
+    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["dilation"] == 2
+    assert ckpt["hyper_parameters"]["kernel_size"] == 5
+    data = ckpt["patientcnn"]["data"]
+    assert data["preprocessor"]["features"] == ["heart_rate", "resp_rate", "map", "spo2"]
+    assert len(data["preprocessor"]["mean"]) == 4
+
+
+def test_bundle_rebuilds_the_model(tmp_path):
+    from patientcnn.checkpoint import load_bundle
+
+    proc, out = train_run(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bundle = load_bundle(out / "checkpoints" / "best.ckpt")
+    model = bundle.build_model()
+    seq_len = bundle.hparams["seq_len"]
+    logits = model(
+        torch.zeros(2, bundle.hparams["in_channels"], seq_len),
+        torch.ones(2, seq_len, dtype=torch.bool),
+    )
+    assert logits.shape == (2,) and bundle.threshold == 0.5
+
+
+def test_trains_on_user_tables(tmp_path, small_cohort):
+    m = pd.read_csv(small_cohort / "measurements.csv").sample(frac=1.0, random_state=0)
+    m.rename(columns={"patient_id": "stay", "time": "hour"}).to_parquet(tmp_path / "m.parquet")
+    pd.read_csv(small_cohort / "labels.csv").rename(columns={"patient_id": "stay"}).to_csv(
+        tmp_path / "y.csv", index=False
+    )
+    proc, out = train_run(
+        tmp_path,
+        "data=table",
+        f"data.measurements={tmp_path / 'm.parquet'}",
+        f"data.labels={tmp_path / 'y.csv'}",
+        "data.id_col=stay",
+        "data.time_col=hour",
+        "data.features=[heart_rate,map]",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_metrics(out)["cohort"]["features"] == ["heart_rate", "map"]
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["data.id_col=stay"], "no id column 'stay'"),
+        (["data.label_col=outcome"], "no label column 'outcome'"),
+        (
+            ["model.kernel_size=30", "model.padding=valid"],
+            "layer 1 .*spans 30 steps but receives only 24",
+        ),
+        (["model.groups=3"], "groups=3 must divide"),
+    ],
+)
+def test_bad_input_is_one_message_and_exit_2(tmp_path, overrides, message):
+    import re
+
+    proc, out = train_run(tmp_path, *overrides)
+    assert proc.returncode == 2
+    assert re.search(message, proc.stderr), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (out / "checkpoints").exists()
+
+
+def test_bad_label_file_exits_2(tmp_path, small_cohort):
+    y = pd.read_csv(small_cohort / "labels.csv")
+    y.loc[5, "label"] = 3
+    y.to_csv(tmp_path / "y.csv", index=False)
+    proc, _ = train_run(
+        tmp_path,
+        "data=table",
+        f"data.measurements={small_cohort / 'measurements.csv'}",
+        f"data.labels={tmp_path / 'y.csv'}",
+    )
+    assert proc.returncode == 2 and "must be 0/1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_explain_shapes_without_data():
+    proc = run_cli(
+        "scripts/explain_shapes.py",
+        "in_channels=5",
+        "seq_len=49",
+        "model.channels=[5,32]",
+        "model.groups=[5,1]",
+        "model.kernel_size=7",
+        "model.dilation=2",
+        "model.padding=0",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "(N, 5, 37)" in proc.stdout and "(N, 32, 25)" in proc.stdout
+
+
+def test_default_run_learns(tmp_path):
+    """The default config (3000 patients) learns well past chance in a few epochs."""
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train.py",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={out}",
+        "trainer.max_epochs=6",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = read_metrics(out)["metrics"]
+    assert metrics["test/auroc"] > 0.75, metrics
+    assert metrics["test/auroc"] <= metrics["test/ceiling_auroc"] + 0.05
+
+
+@pytest.mark.slow
+def test_full_default_run_approaches_the_ceiling(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train.py",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={out}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = read_metrics(out)["metrics"]
+    assert metrics["test/auroc"] > metrics["test/ceiling_auroc"] - 0.05, metrics

@@ -1,0 +1,17 @@
+"""Train a 1D-CNN on patient time series: `python train.py [overrides]` (see README)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from patientcnn.cli import report_user_errors
+from patientcnn.train import train
+
+
+@hydra.main(config_path="configs", config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
