@@ -26,6 +26,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: boo
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
