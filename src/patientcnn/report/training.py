@@ -67,7 +67,9 @@ def report_training_run(
         }
         extra = {name: by_split["test"] for name, by_split in probs.items()}
     importance = None
-    if cfg["importance"]:
+    if cfg["importance"] and len(np.unique(split["val"][2])) < 2:
+        log.warning("permutation importance skipped: the validation patients share one outcome")
+    elif cfg["importance"]:
         importance = permutation_importance(
             predict,
             *split["val"],
