@@ -89,7 +89,8 @@ def report_training_run(
         title="Evaluation report: test patients of this training run",
         extra_models=extra,
         importance=importance,
-        time_label=f"time step ({grid.align}-aligned; 1 step = {grid.step:g} time units)",
+        time_label=f"time step ({grid.align}-aligned; 1 step = {grid.step:g} time "
+        f"unit{'' if grid.step == 1 else 's'})",
         n_resamples=cfg["resamples"],
         seed=cfg["seed"],
         level=cfg["level"],
