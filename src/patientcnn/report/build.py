@@ -26,9 +26,9 @@ READING_GUIDE = (
     "all sensitivities (chance = the prevalence). Brier score: mean squared difference "
     "between predicted risk and outcome (lower is better). Sensitivity, specificity, PPV, "
     "NPV and accuracy count patients flagged at the threshold. The range in brackets is the "
-    "95 % interval of the same number over bootstrap resamples of the patients: a "
-    "comparison whose intervals overlap heavily may be chance. 'AUROC minus CNN' is paired "
-    "(same resamples), so an interval that excludes 0 is a real difference on these patients."
+    "interval of the same number over bootstrap resamples of the patients: a comparison "
+    "whose intervals overlap heavily may be chance. The 'AUROC minus' row is paired (same "
+    "resamples), so an interval that excludes 0 is a real difference on these patients."
 )
 
 
@@ -94,7 +94,7 @@ def write_report(
         ("p", _cohort_line(record)),
         *(("p", note) for note in notes),
         ("h2", "Results"),
-        ("table", ["Metric", *label.values()], _table_rows(keys, cis)),
+        ("table", ["Metric", *label.values()], _table_rows(label, cis)),
         ("p", READING_GUIDE),
         ("h2", "Figures"),
         ("figures", [(cap, path.name) for cap, path in figures]),
@@ -110,14 +110,16 @@ def write_report(
     return record
 
 
-def _table_rows(keys: list[str], cis: dict) -> list[list[str]]:
+def _table_rows(label: dict[str, str], cis: dict) -> list[list[str]]:
+    """One row per metric, one column per model (in ``label``'s order, reference first)."""
+    keys = list(label)
     rows = [
         [name] + [format_interval(cis[k][metric]) for k in keys]
         for metric, (name, _) in METRICS.items()
     ]
     if len(keys) > 1:
         rows.append(
-            [f"AUROC minus {LABELS.get(keys[0], keys[0])}", "-"]
+            [f"AUROC minus {label[keys[0]]}", "-"]
             + [format_interval(cis[k]["auroc_difference"]) for k in keys[1:]]
         )
     return rows

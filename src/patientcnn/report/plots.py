@@ -124,7 +124,7 @@ def confusion_plot(path: Path, y: np.ndarray, prob: np.ndarray, threshold: float
         ("NPV", "share of not flagged without it", "npv"),
     ]
     text = "\n\n".join(f"{name}: {fmt(ci[key])}\n  {meaning}" for name, meaning, key in lines)
-    side.text(0, 0.5, text + "\n\n(95 % bootstrap intervals)", va="center", fontsize=9.5)
+    side.text(0, 0.5, text + "\n\n(bootstrap intervals in brackets)", va="center", fontsize=9.5)
     return save(fig, path)
 
 
