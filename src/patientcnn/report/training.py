@@ -12,7 +12,7 @@ import torch
 from patientcnn.checkpoint import load_bundle
 from patientcnn.errors import UserError
 from patientcnn.report.baselines import fit_baselines
-from patientcnn.report.bootstrap import METRICS, weighted_metrics
+from patientcnn.report.bootstrap import weighted_metrics
 from patientcnn.report.build import write_report
 from patientcnn.report.importance import Predict, permutation_importance
 
@@ -31,12 +31,17 @@ DEFAULTS = {
 
 
 def report_training_run(
-    settings: Mapping | None, model: torch.nn.Module, datamodule, run_dir: Path, checkpoint: str
+    settings: Mapping | None,
+    model: torch.nn.Module,
+    datamodule,
+    run_dir: Path,
+    checkpoint: str,
+    threshold: float | None = None,
 ) -> dict:
     """Write ``run_dir/report/`` for the tested model; return the keys to add to metrics.json.
 
-    ``model`` must hold the best checkpoint's weights (as it does after ``trainer.test``);
-    the threshold is the checkpoint bundle's.
+    ``model`` must hold the best checkpoint's weights (as it does after ``trainer.test``).
+    ``threshold`` defaults to the checkpoint bundle's (0.5 unless one was chosen).
     """
     cfg = {**DEFAULTS, **(settings or {})}
     unknown = sorted(set(cfg) - set(DEFAULTS))
@@ -44,7 +49,8 @@ def report_training_run(
         raise UserError(f"unknown report setting(s) {unknown}; known: {sorted(DEFAULTS)}")
     if not cfg["enabled"]:
         return {}
-    threshold = load_bundle(checkpoint).threshold if checkpoint else 0.5
+    if threshold is None:
+        threshold = load_bundle(checkpoint).threshold if checkpoint else 0.5
     predict = predictor(model)
     split = {
         name: [t.cpu().numpy() for t in datamodule.tensors[name]] for name in datamodule.tensors
@@ -58,11 +64,7 @@ def report_training_run(
             split["train"], {s: split[s][:2] for s in ("val", "test")}, pos_weight, cfg["seed"]
         )
         record["baselines"] = {
-            name: {
-                f"{s}/{k}": _point(split[s][2], p, threshold, k)
-                for s, p in by_split.items()
-                for k in METRICS
-            }
+            name: _point_metrics({s: split[s][2] for s in by_split}, by_split, threshold)
             for name, by_split in probs.items()
         }
         extra = {name: by_split["test"] for name, by_split in probs.items()}
@@ -128,6 +130,15 @@ def predictor(model: torch.nn.Module, batch_size: int = 1024) -> Predict:
     return predict
 
 
-def _point(y: np.ndarray, prob: np.ndarray, threshold: float, metric: str) -> float | None:
-    value = weighted_metrics(y, prob, np.ones((1, len(y))), threshold)[metric][0]
-    return float(value) if np.isfinite(value) else None
+def _point_metrics(
+    labels: dict[str, np.ndarray], probs: dict[str, np.ndarray], threshold: float
+) -> dict[str, float | None]:
+    """``{"val/auroc": ..., "test/auroc": ...}`` like metrics.json["metrics"]; None if undefined."""
+    out = {}
+    for split, prob in probs.items():
+        y = labels[split]
+        values = weighted_metrics(y, prob, np.ones((1, len(y))), threshold)
+        out |= {
+            f"{split}/{k}": float(v[0]) if np.isfinite(v[0]) else None for k, v in values.items()
+        }
+    return out
