@@ -15,6 +15,7 @@ from patientcnn.checkpoint import BundleCallback
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
 from patientcnn.models.conv import format_shape_table
+from patientcnn.report.training import report_training_run
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def _train(cfg: DictConfig) -> float:
         "epochs": trainer.current_epoch,
         "cohort": summary,
     }
+    record |= report_training_run(cfg.get("report"), model, datamodule, output_dir, best)
     write_json(output_dir / "metrics.json", record)
     log.info("best checkpoint: %s", best or "(none saved)")
     log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))

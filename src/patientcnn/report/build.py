@@ -1,0 +1,145 @@
+"""One evaluation report from labels and predicted probabilities: the reusable entry point.
+
+Training calls it for the test split; external evaluation calls it the same way for a new
+cohort, so every report a reader sees has the same figures and the same table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from patientcnn.report import plots
+from patientcnn.report.bootstrap import METRICS, bootstrap, format_interval
+from patientcnn.report.writer import Block, write_documents
+
+LABELS = {
+    "cnn": "CNN",
+    "logistic_regression": "Logistic regression",
+    "gradient_boosting": "Gradient boosting",
+}
+
+READING_GUIDE = (
+    "**How to read this.** AUROC: the chance that a random patient with the outcome gets a "
+    "higher risk than a random patient without it (0.5 = chance). AUPRC: average PPV over "
+    "all sensitivities (chance = the prevalence). Brier score: mean squared difference "
+    "between predicted risk and outcome (lower is better). Sensitivity, specificity, PPV, "
+    "NPV and accuracy count patients flagged at the threshold. The range in brackets is the "
+    "interval of the same number over bootstrap resamples of the patients: a comparison "
+    "whose intervals overlap heavily may be chance. The 'AUROC minus' row is paired (same "
+    "resamples), so an interval that excludes 0 is a real difference on these patients."
+)
+
+
+def write_report(
+    output_dir: str | Path,
+    y_true: np.ndarray,
+    prob: np.ndarray,
+    threshold: float = 0.5,
+    title: str = "Evaluation report",
+    *,
+    model_name: str = "cnn",
+    extra_models: dict[str, np.ndarray] | None = None,
+    importance: dict | None = None,
+    time_label: str = "time steps",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    notes: tuple[str, ...] = (),
+) -> dict:
+    """Write PNGs, report.md and report.html to ``output_dir``; return the interval record.
+
+    ``prob`` is the main model's predicted probability per patient, ``extra_models`` maps
+    other model names (e.g. baselines) to theirs for the same patients, and
+    ``importance`` is ``permutation_importance``'s result. The returned plain dict (for
+    metrics.json) holds each model's point estimates and bootstrap intervals.
+    """
+    folder = Path(output_dir)
+    y = np.asarray(y_true).astype(int)
+    keys = [model_name, *(extra_models or {})]
+    probs = {model_name: np.asarray(prob, dtype=np.float64)} | {
+        k: np.asarray(v, dtype=np.float64) for k, v in (extra_models or {}).items()
+    }
+    cis = bootstrap(y, probs, threshold, n_resamples, seed, level)
+    record = {
+        "level": level,
+        "resamples": int(n_resamples),
+        "seed": int(seed),
+        "threshold": float(threshold),
+        "patients": len(y),
+        "prevalence": float(y.mean()),
+        "models": cis,
+    }
+    label = {k: LABELS.get(k, k.replace("_", " ")) for k in keys}
+    shown = {label[k]: probs[k] for k in keys}
+    shown_cis = {label[k]: cis[k] for k in keys}
+    figures = [
+        ("ROC curve", plots.roc_plot(folder / "roc.png", y, shown, shown_cis, threshold)),
+        ("Precision-recall curve", plots.pr_plot(folder / "pr.png", y, shown, shown_cis)),
+        ("Calibration", plots.calibration_plot(folder / "calibration.png", y, shown, shown_cis)),
+        (
+            f"Confusion matrix at threshold {threshold:g}",
+            plots.confusion_plot(
+                folder / "confusion.png", y, probs[model_name], threshold, cis[model_name]
+            ),
+        ),
+        (
+            "Predicted risk by outcome",
+            plots.histogram_plot(folder / "histogram.png", y, probs[model_name], threshold),
+        ),
+    ]
+    blocks: list[Block] = [
+        ("h1", title),
+        ("p", _cohort_line(record)),
+        *(("p", note) for note in notes),
+        ("h2", "Results"),
+        ("table", ["Metric", *label.values()], _table_rows(label, cis)),
+        ("p", READING_GUIDE),
+        ("h2", "Figures"),
+        ("figures", [(cap, path.name) for cap, path in figures]),
+    ]
+    if importance is not None:
+        plots.importance_plot(folder / "importance.png", importance, time_label)
+        blocks += [
+            ("h2", "What the model looks at"),
+            ("p", _importance_line(importance)),
+            ("figures", [("Permutation importance", "importance.png")]),
+        ]
+    write_documents(blocks, folder)
+    return record
+
+
+def _table_rows(label: dict[str, str], cis: dict) -> list[list[str]]:
+    """One row per metric, one column per model (in ``label``'s order, reference first)."""
+    keys = list(label)
+    rows = [
+        [name] + [format_interval(cis[k][metric]) for k in keys]
+        for metric, (name, _) in METRICS.items()
+    ]
+    if len(keys) > 1:
+        rows.append(
+            [f"AUROC minus {label[keys[0]]}", "-"]
+            + [format_interval(cis[k]["auroc_difference"]) for k in keys[1:]]
+        )
+    return rows
+
+
+def _cohort_line(record: dict) -> str:
+    positives = round(record["prevalence"] * record["patients"])
+    return (
+        f"{record['patients']} patients, {positives} with the outcome (prevalence "
+        f"{record['prevalence']:.1%}). Threshold for flagging a patient: predicted risk >= "
+        f"{record['threshold']:g}. Brackets: {record['level']:.0%} percentile bootstrap "
+        f"intervals over {record['resamples']} resamples of the patients (seed {record['seed']})."
+    )
+
+
+def _importance_line(importance: dict) -> str:
+    top = max(importance["features"].items(), key=lambda kv: kv[1]["mean"])
+    return (
+        "Each bar is the drop in validation AUROC when one feature (left), or every feature "
+        "within one time window (right), is shuffled between patients: the longer the bar, "
+        f"the more the model relies on it. The largest is {top[0]} "
+        f"({top[1]['mean']:.3f}). Bars near 0 mean the model ignores that input."
+    )

@@ -1,0 +1,144 @@
+"""The report of a training run: CNN, baselines and importance on the run's own split."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from patientcnn.checkpoint import load_bundle
+from patientcnn.errors import UserError
+from patientcnn.report.baselines import fit_baselines
+from patientcnn.report.bootstrap import weighted_metrics
+from patientcnn.report.build import write_report
+from patientcnn.report.importance import Predict, permutation_importance
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "enabled": True,
+    "resamples": 1000,
+    "level": 0.95,
+    "seed": 0,
+    "baselines": True,
+    "importance": True,
+    "importance_repeats": 2,
+    "time_blocks": 6,
+}
+
+
+def report_training_run(
+    settings: Mapping | None,
+    model: torch.nn.Module,
+    datamodule,
+    run_dir: Path,
+    checkpoint: str,
+    threshold: float | None = None,
+) -> dict:
+    """Write ``run_dir/report/`` for the tested model; return the keys to add to metrics.json.
+
+    ``model`` must hold the best checkpoint's weights (as it does after ``trainer.test``).
+    ``threshold`` defaults to the checkpoint bundle's (0.5 unless one was chosen).
+    """
+    cfg = {**DEFAULTS, **(settings or {})}
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown report setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+    if not cfg["enabled"]:
+        return {}
+    if threshold is None:
+        threshold = load_bundle(checkpoint).threshold if checkpoint else 0.5
+    predict = predictor(model)
+    split = {
+        name: [t.cpu().numpy() for t in datamodule.tensors[name]] for name in datamodule.tensors
+    }
+    x_test, valid_test, y_test = split["test"]
+    record: dict = {}
+    extra = {}
+    if cfg["baselines"]:
+        pos_weight = float(getattr(model, "hparams", {}).get("pos_weight", 1.0))
+        probs = fit_baselines(
+            split["train"], {s: split[s][:2] for s in ("val", "test")}, pos_weight, cfg["seed"]
+        )
+        record["baselines"] = {
+            name: _point_metrics({s: split[s][2] for s in by_split}, by_split, threshold)
+            for name, by_split in probs.items()
+        }
+        extra = {name: by_split["test"] for name, by_split in probs.items()}
+    importance = None
+    if cfg["importance"] and len(np.unique(split["val"][2])) < 2:
+        log.warning("permutation importance skipped: the validation patients share one outcome")
+    elif cfg["importance"]:
+        importance = permutation_importance(
+            predict,
+            *split["val"],
+            channels=list(datamodule.preprocessor.output_features),
+            n_blocks=cfg["time_blocks"],
+            repeats=cfg["importance_repeats"],
+            seed=cfg["seed"],
+        )
+        record["importance"] = importance
+    grid = datamodule.grid
+    folder = Path(run_dir) / "report"
+    record["confidence_intervals"] = write_report(
+        folder,
+        y_test,
+        predict(x_test, valid_test),
+        threshold,
+        title="Evaluation report: test patients of this training run",
+        extra_models=extra,
+        importance=importance,
+        time_label=f"time step ({grid.align}-aligned; 1 step = {grid.step:g} time "
+        f"unit{'' if grid.step == 1 else 's'})",
+        n_resamples=cfg["resamples"],
+        seed=cfg["seed"],
+        level=cfg["level"],
+        notes=(
+            "Baselines: logistic regression and gradient boosting on per-feature mean, std, "
+            "min, max, last value and slope, fitted on the same training patients with the "
+            "same preprocessing and class weight as the CNN.",
+        )
+        if extra
+        else (),
+    )
+    record["report"] = str(folder / "report.html")
+    log.info("evaluation report: %s", folder / "report.html")
+    return record
+
+
+def predictor(model: torch.nn.Module, batch_size: int = 1024) -> Predict:
+    """``model(x, valid) -> logits`` as a numpy function returning probabilities."""
+    model.eval()
+    device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def predict(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        out = [
+            torch.sigmoid(
+                model(
+                    torch.as_tensor(x[i : i + batch_size], device=device),
+                    torch.as_tensor(valid[i : i + batch_size], device=device),
+                ).float()
+            ).cpu()
+            for i in range(0, len(x), batch_size)
+        ]
+        return torch.cat(out).numpy().astype(np.float64)
+
+    return predict
+
+
+def _point_metrics(
+    labels: dict[str, np.ndarray], probs: dict[str, np.ndarray], threshold: float
+) -> dict[str, float | None]:
+    """``{"val/auroc": ..., "test/auroc": ...}`` like metrics.json["metrics"]; None if undefined."""
+    out = {}
+    for split, prob in probs.items():
+        y = labels[split]
+        values = weighted_metrics(y, prob, np.ones((1, len(y))), threshold)
+        out |= {
+            f"{split}/{k}": float(v[0]) if np.isfinite(v[0]) else None for k, v in values.items()
+        }
+    return out
