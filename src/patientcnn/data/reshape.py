@@ -190,37 +190,36 @@ def _all_distinct(flat: np.ndarray, size: int) -> bool:
 def _aggregate(
     flat: np.ndarray, hours: np.ndarray, values: np.ndarray, size: int, aggs: list[str]
 ) -> np.ndarray:
-    """Per bin and feature, combine the non-missing values (NaN where there are none)."""
-    out = np.full((size, values.shape[1]), np.nan, dtype=np.float32)
-    order = None
-    for j, agg in enumerate(aggs):
-        if agg == "mean":
-            out[:, j] = _bin_means(flat, values[:, j], size)
-            continue
-        if order is None:  # one stable sort by (bin, time) serves every feature
-            order = np.lexsort((hours, flat))
-            sorted_flat = flat[order]
-        column = values[order, j]
+    """Per bin and feature, combine the non-missing values (NaN where there are none).
+
+    Means need no sort: two bincounts per feature. The other aggregations sort the rows
+    once by bin (and time, for 'last') and reduce each bin's run of rows with reduceat.
+    Work is done on contiguous per-feature rows of a (C, bins) array, transposed once at
+    the end: strided column reads and writes are what make the naive version slow.
+    """
+    out = np.full((values.shape[1], size), np.nan, dtype=np.float32)
+    means = [j for j, agg in enumerate(aggs) if agg == "mean"]
+    columns = np.ascontiguousarray(values[:, means].T, dtype=np.float64)
+    for j, column in zip(means, columns, strict=True):
         seen = ~np.isnan(column)
-        bins, column = sorted_flat[seen], column[seen]
-        if len(bins) == 0:
-            continue
-        firsts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
-        if agg == "last":
-            lasts = np.r_[firsts[1:] - 1, len(bins) - 1]
-            out[bins[lasts], j] = column[lasts]
-        else:
-            reduce = np.minimum if agg == "min" else np.maximum
-            out[bins[firsts], j] = reduce.reduceat(column, firsts)
-    return out
-
-
-def _bin_means(flat: np.ndarray, column: np.ndarray, size: int) -> np.ndarray:
-    """Per-bin mean of the non-missing values of one feature (NaN where none)."""
-    out = np.full(size, np.nan, dtype=np.float32)
-    seen = ~np.isnan(column)
-    counts = np.bincount(flat[seen], minlength=size)
-    sums = np.bincount(flat[seen], weights=column[seen], minlength=size)
-    has = counts > 0
-    out[has] = sums[has] / counts[has]
-    return out
+        counts = np.bincount(flat[seen], minlength=size)
+        sums = np.bincount(flat, weights=np.where(seen, column, 0.0), minlength=size)
+        np.divide(sums, counts, out=out[j], where=counts > 0, casting="unsafe")
+    others = [j for j, agg in enumerate(aggs) if agg != "mean"]
+    if others:
+        order = np.lexsort((hours, flat)) if "last" in aggs else np.argsort(flat, kind="stable")
+        flat = flat[order]
+        starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+        ends = np.r_[starts[1:], len(flat)] - 1
+        bins = flat[starts]
+        columns = np.ascontiguousarray(values[order][:, others].T)
+        for j, column in zip(others, columns, strict=True):
+            if aggs[j] == "last":
+                rows = np.arange(len(column))
+                latest = np.maximum.accumulate(np.where(np.isnan(column), -1, rows))[ends]
+                has = latest >= starts  # an observation inside this bin's run of rows
+                out[j, bins[has]] = column[latest[has]]
+            else:  # fmin/fmax skip NaN, so a bin is NaN only when nothing was observed
+                reduce = np.fmin if aggs[j] == "min" else np.fmax
+                out[j, bins] = reduce.reduceat(column, starts)
+    return np.ascontiguousarray(out.T)
