@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from conftest import read_metrics, run_cli
 
+from patientcnn.checkpoint import load_bundle
 from patientcnn.data.cohort import load_cohort, load_measurements
+from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, to_arrays
 from patientcnn.errors import UserError
 
@@ -213,16 +215,11 @@ def test_raw_datetime_export_trains_with_config_alone(small_cohort, tmp_path):
     out = tmp_path / "run"
     proc = run_cli(
         "train.py",
-        "data=table",
+        "data=irregular",
         f"data.measurements={tmp_path / 'raw.csv'}",
         f"data.labels={small_cohort / 'labels.csv'}",
-        "data.time_col=charttime",
-        "data.grid.anchor_col=admit_time",
         "data.grid.length=24",
-        "+data.grid.agg={heart_rate: max}",
-        "data.preprocess.max_gap_hours=4",
-        "data.preprocess.missing_indicators=true",
-        "data.preprocess.time_since_observed=true",
+        "data.grid.agg={heart_rate: max, map: min}",
         f"hydra.run.dir={out}",
         "trainer.max_epochs=1",
         "logger=none",
@@ -231,3 +228,13 @@ def test_raw_datetime_export_trains_with_config_alone(small_cohort, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = read_metrics(out)["metrics"]
     assert 0.0 <= metrics["test/auroc"] <= 1.0
+    data = load_bundle(out / "checkpoints" / "best.ckpt").data  # weights_only load
+    assert GridSpec(**data["grid"]) == GridSpec(
+        step=1.0,
+        length=24,
+        anchor_col="admit_time",
+        agg={"heart_rate": "max", "map": "min"},
+    )
+    pre = Preprocessor.from_state(data["preprocessor"])
+    assert pre.max_gap == 8 and pre.time_since_observed and len(pre.since_mean) == 4
+    assert len(data["input_channels"]) == 12  # 4 features + observed + time since observed
