@@ -238,3 +238,22 @@ def test_raw_datetime_export_trains_with_config_alone(small_cohort, tmp_path):
     pre = Preprocessor.from_state(data["preprocessor"])
     assert pre.max_gap == 8 and pre.time_since_observed and len(pre.since_mean) == 4
     assert len(data["input_channels"]) == 12  # 4 features + observed + time since observed
+
+
+def test_synthetic_cohort_as_a_raw_export_loads(tmp_path):
+    from patientcnn.data.datamodule import PatientDataModule
+    from patientcnn.data.synthetic import write_cohort
+
+    write_cohort(tmp_path, n_patients=120, n_steps=24, n_features=3, irregular=True)
+    dm = PatientDataModule(
+        str(tmp_path / "measurements.csv"),
+        str(tmp_path / "labels.csv"),
+        time_col="charttime",
+        grid={"length": 24, "anchor_col": "admit_time", "agg": "last"},
+        preprocess={"max_gap_hours": 8, "missing_indicators": True, "time_since_observed": True},
+    )
+    dm.setup()
+    arrays = dm.cohort.arrays
+    assert arrays.x.shape == (120, 24, 3) and dm.num_channels == 9
+    assert len(set(arrays.lengths.tolist())) > 3  # stays of different lengths
+    assert np.isnan(arrays.x[arrays.valid]).any()  # and gaps inside them
