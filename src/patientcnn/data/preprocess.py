@@ -184,7 +184,7 @@ def forward_fill(x: np.ndarray, max_gap: int | None = None) -> np.ndarray:
 
 
 def time_since_observed(x: np.ndarray, valid: np.ndarray, step: float) -> np.ndarray:
-    """(N, L, C) float32 time since each feature was last observed, in ``step`` units x step.
+    """(N, L, C) float32 time since each feature was last observed: steps times ``step``.
 
     Before a feature's first observation it is the time since the stay's first step plus
     one step, so the value depends only on the stay, never on the padding around it.

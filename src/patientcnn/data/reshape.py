@@ -150,11 +150,11 @@ def to_arrays(
 
     flat = codes * length + bins
     size = n_patients * length
-    x = np.full((size, n_features), np.nan, dtype=np.float32)
     if _all_distinct(flat, size):
+        x = np.full((size, n_features), np.nan, dtype=np.float32)
         x[flat] = values
     else:
-        x[:] = _aggregate(flat, hours, values, size, aggs)
+        x = _aggregate(flat, hours, values, size, aggs)
     return PatientArrays(
         x.reshape(n_patients, length, n_features),
         lengths,
