@@ -100,3 +100,29 @@ def test_old_state_without_new_options_still_loads():
 def test_bad_gap_options_are_user_errors(bad):
     with pytest.raises(UserError, match="max_gap"):
         Preprocessor(**bad)
+
+
+def test_time_since_statistics_come_from_training_patients_only(small_cohort, tmp_path):
+    """Erasing most values of every val/test patient leaves the fitted state unchanged."""
+    import pandas as pd
+
+    from patientcnn.data.datamodule import PatientDataModule
+
+    def fitted(measurements):
+        dm = PatientDataModule(
+            str(measurements),
+            str(small_cohort / "labels.csv"),
+            preprocess={"time_since_observed": True, "max_gap": 2},
+        )
+        dm.setup()
+        return dm, dm.preprocessor.state()
+
+    dm, state = fitted(small_cohort / "measurements.csv")
+    held_out = set(dm.cohort.arrays.ids[np.concatenate([dm.index["val"], dm.index["test"]])])
+    df = pd.read_csv(small_cohort / "measurements.csv")
+    erase = df["patient_id"].isin(held_out) & (df["time"] % 4 != 0)
+    df.loc[erase, dm.cohort.arrays.features] = np.nan
+    df.to_csv(tmp_path / "sparse.csv", index=False)
+    _, sparse_state = fitted(tmp_path / "sparse.csv")
+    assert sparse_state == state
+    assert state["since_mean"] is not None and state["max_gap"] == 2
