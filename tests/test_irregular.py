@@ -257,3 +257,18 @@ def test_synthetic_cohort_as_a_raw_export_loads(tmp_path):
     assert arrays.x.shape == (120, 24, 3) and dm.num_channels == 9
     assert len(set(arrays.lengths.tolist())) > 3  # stays of different lengths
     assert np.isnan(arrays.x[arrays.valid]).any()  # and gaps inside them
+
+
+def test_anchor_of_another_kind_of_time_is_named(tmp_path):
+    df = as_datetimes(irregular_export()).assign(admit_time=0.0)
+    df.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(
+        UserError, match=r"'charttime' holds date-times but .*'admit_time' holds numbers"
+    ):
+        load_measurements(
+            tmp_path / "m.csv",
+            "patient_id",
+            "charttime",
+            None,
+            GridSpec(length=4, anchor_col="admit_time"),
+        )

@@ -52,11 +52,22 @@ def load_measurements(
     anchor = None
     if anchor_col:
         _per_patient(df, path, id_col, anchor_col)
+        kinds = [_time_kind(df[c]) for c in (time_col, anchor_col)]
+        if kinds[0] != kinds[1]:
+            raise UserError(
+                f"{path}: time column '{time_col}' holds {kinds[0]} but anchor column "
+                f"'{anchor_col}' holds {kinds[1]}; both must be the same kind of time"
+            )
         anchor = tables.time_in_hours(df, path, id_col, anchor_col)
     values = tables.feature_matrix(df, path, id_col, features)
     arrays = to_arrays(df[id_col], hours, values, features, grid, anchor)
     _warn_empty(arrays, path)
     return arrays, df
+
+
+def _time_kind(column: pd.Series) -> str:
+    numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+    return "numbers" if numeric else "date-times"
 
 
 def _warn_empty(arrays: PatientArrays, path: str | Path) -> None:
