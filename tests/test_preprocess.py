@@ -33,7 +33,7 @@ def test_state_round_trip_is_plain_and_equivalent():
     valid = np.ones((20, 6), dtype=bool)
     pre = Preprocessor(missing_indicators=True).fit(x, ["hr", "map"])
     state = pre.state()
-    assert all(isinstance(v, (str, bool, list)) for v in state.values())
+    assert all(isinstance(v, (str, bool, int, float, list, type(None))) for v in state.values())
     again = Preprocessor.from_state(state)
     np.testing.assert_array_equal(pre.transform(x, valid), again.transform(x, valid))
     assert again.output_features == ["hr", "map", "hr__observed", "map__observed"]

@@ -10,10 +10,13 @@ import numpy as np
 import pandas as pd
 
 from patientcnn.data import tables
+from patientcnn.data.arrays import is_array_file, load_array_cohort
 from patientcnn.data.reshape import GridSpec, PatientArrays, to_arrays
 from patientcnn.errors import UserError
 
 log = logging.getLogger(__name__)
+
+UNMATCHED = ("error", "drop")
 
 
 @dataclass
@@ -31,14 +34,52 @@ def load_measurements(
     grid: GridSpec,
     exclude: tuple[str, ...] = (),
 ) -> tuple[PatientArrays, pd.DataFrame]:
-    """Read, validate and reshape a long measurement table; also return the raw table."""
+    """Read, validate and reshape a long measurement table; also return the raw table.
+
+    With ``grid.anchor_col`` each patient's time zero is that column (constant per
+    patient, in the same kind of time as ``time_col``) instead of their first row.
+    """
     df = tables.read_table(path)
-    tables.require_columns(df, path, {"id": id_col, "time": time_col})
+    roles = {"id": id_col, "time": time_col}
+    anchor_col = grid.anchor_col
+    if anchor_col:
+        roles["anchor"] = anchor_col
+    tables.require_columns(df, path, roles)
     tables.check_ids(df, path, id_col)
-    features = tables.resolve_features(df, path, [id_col, time_col, *exclude], features)
+    not_features = [id_col, time_col, *([anchor_col] if anchor_col else []), *exclude]
+    features = tables.resolve_features(df, path, not_features, features)
     hours = tables.time_in_hours(df, path, id_col, time_col)
+    anchor = None
+    if anchor_col:
+        _per_patient(df, path, id_col, anchor_col)
+        kinds = [_time_kind(df[c]) for c in (time_col, anchor_col)]
+        if kinds[0] != kinds[1]:
+            raise UserError(
+                f"{path}: time column '{time_col}' holds {kinds[0]} but anchor column "
+                f"'{anchor_col}' holds {kinds[1]}; both must be the same kind of time"
+            )
+        anchor = tables.time_in_hours(df, path, id_col, anchor_col)
     values = tables.feature_matrix(df, path, id_col, features)
-    return to_arrays(df[id_col], hours, values, features, grid), df
+    arrays = to_arrays(df[id_col], hours, values, features, grid, anchor)
+    _warn_empty(arrays, path)
+    return arrays, df
+
+
+def _time_kind(column: pd.Series) -> str:
+    numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+    return "numbers" if numeric else "date-times"
+
+
+def _warn_empty(arrays: PatientArrays, path: str | Path) -> None:
+    empty = arrays.ids[arrays.lengths == 0]
+    if len(empty):
+        log.warning(
+            "%d patients in %s have no rows inside the time window and are kept as empty "
+            "series (e.g. %s); check data.grid.anchor_col, length and align",
+            len(empty),
+            path,
+            ", ".join(map(str, empty[:3])),
+        )
 
 
 def load_cohort(
@@ -51,9 +92,25 @@ def load_cohort(
     grid: GridSpec | None = None,
     positive_label: object | None = None,
     split_col: str | None = None,
+    unmatched: str = "error",
 ) -> Cohort:
-    """Load measurements and labels (a separate table, or a column of the measurements)."""
+    """Load measurements and labels (a separate table, or a column of the measurements).
+
+    ``.npy``/``.npz`` measurements are (N, L, C) arrays (see ``arrays``). Patients found
+    in only one of the two tables stop the run (``unmatched='error'``) or are left out
+    with a warning (``'drop'``).
+    """
+    if unmatched not in UNMATCHED:
+        raise UserError(f"data.unmatched must be one of {UNMATCHED}, got {unmatched!r}")
     grid = grid or GridSpec()
+    if is_array_file(measurements):
+        if split_col:
+            raise UserError(f"{measurements}: data.split_col needs a table, not an array file")
+        arrays, y_series, source = load_array_cohort(
+            measurements, labels, id_col, label_col, features, grid, positive_label
+        )
+        arrays, y = _align_labels(arrays, y_series, Path(measurements), source, unmatched)
+        return Cohort(arrays, y)
     # the label and split columns are never features, even when a label table is given
     not_features = tuple(c for c in (label_col, split_col) if c)
     arrays, df = load_measurements(measurements, id_col, time_col, features, grid, not_features)
@@ -65,7 +122,7 @@ def load_cohort(
     else:
         y_series = tables.read_labels(labels, id_col, label_col, positive_label)
         source = Path(labels)
-    y = _align_labels(arrays, y_series, Path(measurements), source)
+    arrays, y = _align_labels(arrays, y_series, Path(measurements), source, unmatched)
     split = None
     if split_col:
         split_table = df if split_col in df.columns else tables.read_table(labels)
@@ -88,27 +145,39 @@ def _per_patient(df: pd.DataFrame, path: str | Path, id_col: str, column: str) -
 
 
 def _align_labels(
-    arrays: PatientArrays, labels: pd.Series, measurements: Path, label_source: Path
-) -> np.ndarray:
+    arrays: PatientArrays,
+    labels: pd.Series,
+    measurements: Path,
+    label_source: Path,
+    unmatched: str,
+) -> tuple[PatientArrays, np.ndarray]:
+    """Labels in the order of ``arrays``; patients in only one table are reported by id."""
     ids = pd.Index(arrays.ids)
     index = labels.index
     if ids.dtype.kind != index.dtype.kind:
         ids, index = ids.astype(str), index.astype(str)
         labels = labels.set_axis(index)
     unlabeled = ids.difference(index)
-    if len(unlabeled):
-        examples = ", ".join(map(str, unlabeled[:3]))
-        raise UserError(
-            f"{len(unlabeled)} patients in {measurements} have no label in {label_source} "
-            f"(e.g. {examples})"
-        )
     unknown = index.difference(ids)
-    if len(unknown):
-        log.warning(
-            "%d patients in %s have no measurements in %s and are ignored (e.g. %s)",
-            len(unknown),
-            label_source,
-            measurements,
-            ", ".join(map(str, unknown[:3])),
+    problems = [
+        f"{len(missing)} patients in {have} have no {what} in {lack} (e.g. {_examples(missing)})"
+        for missing, have, what, lack in (
+            (unlabeled, measurements, "label", label_source),
+            (unknown, label_source, "measurements", measurements),
         )
-    return labels.reindex(ids).to_numpy(dtype=np.int64)
+        if len(missing)
+    ]
+    if problems and unmatched == "error":
+        raise UserError("; ".join(problems) + ". Set data.unmatched=drop to leave them out")
+    for problem in problems:
+        log.warning("%s; they are left out (data.unmatched=drop)", problem)
+    if len(unlabeled):
+        keep = ~ids.isin(unlabeled)
+        if not keep.any():
+            raise UserError(f"no patient in {measurements} has a label in {label_source}")
+        arrays, ids = arrays.subset(np.flatnonzero(keep)), ids[keep]
+    return arrays, labels.reindex(ids).to_numpy(dtype=np.int64)
+
+
+def _examples(ids: pd.Index) -> str:
+    return ", ".join(map(str, ids[:3]))

@@ -44,6 +44,7 @@ class PatientDataModule(pl.LightningDataModule):
         preprocess: dict | None = None,
         batch_size: int = 64,
         synthetic: dict | None = None,
+        unmatched: str = "error",
     ) -> None:
         super().__init__()
         self.measurements = measurements
@@ -54,7 +55,8 @@ class PatientDataModule(pl.LightningDataModule):
         self.split_col = split_col
         self.grid = GridSpec(**(grid or {}))
         self.split_args = {"val": 0.15, "test": 0.15, "seed": 0, **(split or {})}
-        self.preprocessor = Preprocessor(**(preprocess or {}))
+        self.preprocessor = Preprocessor(**{"step": self.grid.step, **(preprocess or {})})
+        self.unmatched = unmatched
         self.batch_size = int(batch_size)
         self.synthetic = {k: v for k, v in synthetic.items() if k != "name"} if synthetic else None
         self.index: dict[str, np.ndarray] = {}
@@ -88,6 +90,7 @@ class PatientDataModule(pl.LightningDataModule):
             grid=self.grid,
             positive_label=self.positive_label,
             split_col=self.split_col,
+            unmatched=self.unmatched,
             **self.columns,
         )
         arrays, y = self.cohort.arrays, self.cohort.y
@@ -96,7 +99,7 @@ class PatientDataModule(pl.LightningDataModule):
         else:
             self.index = stratified_split(y, **self.split_args)
         train = arrays.subset(self.index["train"])
-        self.preprocessor.fit(train.x, arrays.features)
+        self.preprocessor.fit(train.x, arrays.features, train.valid)
         for name in SPLITS:
             part = arrays.subset(self.index[name])
             x = self.preprocessor.transform(part.x, part.valid)

@@ -3,6 +3,8 @@
 Vectorised: patients are factorised to integer codes, each row's time becomes a step
 index on a regular grid, and all values are scattered into one preallocated array in a
 single fancy-index assignment (no per-patient Python loop). Rows may come in any order.
+Several rows in one bin are combined per feature (mean, last, min or max) with a sparse
+product or ``ufunc.at``, again without a loop over patients.
 """
 
 from __future__ import annotations
@@ -11,23 +13,31 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from patientcnn.errors import UserError
 
 ALIGNMENTS = ("start", "end")
+AGGREGATIONS = ("mean", "last", "min", "max")
 
 
 @dataclass
 class GridSpec:
     """How times become steps: ``step`` time units per bin, ``length`` bins kept.
 
-    ``length=None`` takes the longest stay. ``align='start'`` keeps each stay's first
-    ``length`` bins and pads at the end; ``'end'`` keeps the last bins and pads in front.
+    Time zero is each patient's first row, or the value of ``anchor_col`` (e.g. the
+    admission time) when one is named. ``length=None`` takes the longest stay.
+    ``align='start'`` keeps the first ``length`` bins from time zero and pads at the end;
+    ``'end'`` keeps the last bins of the stay (with an anchor: the ``length`` bins just
+    before it) and pads in front. ``agg`` combines rows that share a bin: one of
+    AGGREGATIONS for every feature, or a dict feature -> aggregation (others: mean).
     """
 
     step: float = 1.0
     length: int | None = None
     align: str = "start"
+    anchor_col: str | None = None
+    agg: str | dict[str, str] = "mean"
 
     def __post_init__(self) -> None:
         if not self.step > 0:
@@ -36,9 +46,39 @@ class GridSpec:
             raise UserError(f"data.grid.length must be at least 1, got {self.length}")
         if self.align not in ALIGNMENTS:
             raise UserError(f"data.grid.align must be one of {ALIGNMENTS}, got {self.align!r}")
+        if self.anchor_col is not None and self.length is None:
+            raise UserError(
+                "data.grid.length must be set with data.grid.anchor_col: the window is "
+                "length x step time units after (align=start) or before (align=end) the anchor"
+            )
+        chosen = self.agg.values() if isinstance(self.agg, dict) else [self.agg]
+        wrong = [a for a in chosen if a not in AGGREGATIONS]
+        if wrong:
+            raise UserError(
+                f"data.grid.agg must be one of {AGGREGATIONS} (or a dict feature: aggregation), "
+                f"got {wrong[0]!r}"
+            )
 
     def state(self) -> dict:
-        return {"step": float(self.step), "length": self.length, "align": self.align}
+        return {
+            "step": float(self.step),
+            "length": self.length,
+            "align": self.align,
+            "anchor_col": self.anchor_col,
+            "agg": dict(self.agg) if isinstance(self.agg, dict) else self.agg,
+        }
+
+    def aggregations(self, features: list[str]) -> list[str]:
+        """One aggregation per feature; a dict naming an unknown feature is a UserError."""
+        if not isinstance(self.agg, dict):
+            return [self.agg] * len(features)
+        unknown = sorted(set(self.agg) - set(features))
+        if unknown:
+            raise UserError(
+                f"data.grid.agg names {', '.join(unknown)}, which are not features "
+                f"(features: {', '.join(features)})"
+            )
+        return [self.agg.get(name, "mean") for name in features]
 
 
 @dataclass
@@ -71,57 +111,133 @@ def to_arrays(
     values: np.ndarray,
     features: list[str],
     grid: GridSpec,
+    anchor: np.ndarray | None = None,
 ) -> PatientArrays:
-    """Scatter rows onto the grid; several rows in one bin are averaged per feature.
+    """Scatter rows onto the grid, combining rows that share a bin with ``grid.agg``.
 
-    ``hours`` is each row's time (steps, hours, or hours since an epoch); a patient's
-    grid starts at their first row.
+    ``hours`` is each row's time (steps, hours, or hours since an epoch); ``anchor``,
+    when given, is each row's patient's time zero in the same units. Without it a
+    patient's grid starts at their first row. With an anchor only rows inside the window
+    are kept, and a stay runs from the anchor to its last row (align=start) or from its
+    first row to the anchor (align=end).
     """
     codes, uniques = pd.factorize(np.asarray(ids), sort=True)
     n_patients, n_features = len(uniques), values.shape[1]
+    aggs = grid.aggregations(list(features))
 
-    start = np.full(n_patients, np.inf)
-    np.minimum.at(start, codes, hours)
-    bins = np.floor((hours - start[codes]) / grid.step + 1e-9).astype(np.int64)
-    span = np.zeros(n_patients, dtype=np.int64)
-    np.maximum.at(span, codes, bins + 1)
-
-    length = int(grid.length) if grid.length is not None else int(span.max())
-    if grid.align == "end":
-        bins = bins + (length - span)[codes]  # each stay ends at the last step
-        keep = bins >= 0
+    if anchor is None:
+        start = np.full(n_patients, np.inf)
+        np.minimum.at(start, codes, hours)
+        origin = start[codes]
     else:
-        keep = bins < length
+        origin = anchor
+    bins = np.floor((hours - origin) / grid.step + 1e-9).astype(np.int64)
+
+    if anchor is None:
+        span = np.zeros(n_patients, dtype=np.int64)
+        np.maximum.at(span, codes, bins + 1)
+        length = int(grid.length) if grid.length is not None else int(span.max())
+        lengths = np.minimum(span, length)
+        if grid.align == "end":
+            bins = bins + (length - span)[codes]  # each stay ends at the last step
+    else:
+        length = int(grid.length)
+        if grid.align == "end":
+            bins = bins + length  # the window is the `length` bins just before the anchor
+        lengths = _anchored_lengths(codes, bins, n_patients, length, grid.align)
+    keep = (bins >= 0) & (bins < length)
     if not keep.all():
-        codes, bins, values = codes[keep], bins[keep], values[keep]
+        codes, bins, values, hours = codes[keep], bins[keep], values[keep], hours[keep]
 
     flat = codes * length + bins
-    x = np.full((n_patients * length, n_features), np.nan, dtype=np.float32)
-    if _all_distinct(flat, n_patients * length):
+    size = n_patients * length
+    if _all_distinct(flat, size):
+        x = np.full((size, n_features), np.nan, dtype=np.float32)
         x[flat] = values
     else:
-        x[:] = _bin_means(flat, values, n_patients * length)
+        x = _aggregate(flat, hours, values, size, aggs)
     return PatientArrays(
         x.reshape(n_patients, length, n_features),
-        np.minimum(span, length),
+        lengths,
         np.asarray(uniques),
         list(features),
         grid.align,
     )
 
 
+def _anchored_lengths(
+    codes: np.ndarray, bins: np.ndarray, n_patients: int, length: int, align: str
+) -> np.ndarray:
+    """Window steps inside the stay: anchor to last row (start), first row to anchor (end).
+
+    Rows beyond the window on the far side still count, so a stay that goes on past the
+    window fills all of it; rows on the near side of the anchor do not.
+    """
+    if align == "end":
+        first = np.full(n_patients, length, dtype=np.int64)
+        inside = bins < length
+        np.minimum.at(first, codes[inside], bins[inside])
+        return length - np.maximum(first, 0)
+    last = np.zeros(n_patients, dtype=np.int64)
+    inside = bins >= 0
+    np.maximum.at(last, codes[inside], bins[inside] + 1)
+    return np.minimum(last, length)
+
+
 def _all_distinct(flat: np.ndarray, size: int) -> bool:
     return int(np.bincount(flat, minlength=size).max(initial=0)) <= 1
 
 
-def _bin_means(flat: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-    """Per-bin mean of the non-missing values of each feature (NaN where none)."""
+def _aggregate(
+    flat: np.ndarray, hours: np.ndarray, values: np.ndarray, size: int, aggs: list[str]
+) -> np.ndarray:
+    """Per bin and feature, combine the non-missing values (NaN where there are none).
+
+    No sort and no loop over patients: means for all features in one sparse product,
+    min/max with one unbuffered ``ufunc.at`` per feature, 'last' with two.
+    """
+    means = [j for j, agg in enumerate(aggs) if agg == "mean"]
+    if len(means) == len(aggs):
+        return _bin_means(flat, values, size)
     out = np.full((size, values.shape[1]), np.nan, dtype=np.float32)
-    for j in range(values.shape[1]):
-        column = values[:, j]
-        seen = ~np.isnan(column)
-        counts = np.bincount(flat[seen], minlength=size)
-        sums = np.bincount(flat[seen], weights=column[seen], minlength=size)
-        has = counts > 0
-        out[has, j] = sums[has] / counts[has]
+    if means:
+        out[:, means] = _bin_means(flat, values[:, means], size)
+    for j, agg in enumerate(aggs):
+        if agg == "mean":
+            continue
+        column = np.ascontiguousarray(values[:, j])
+        if agg == "last":
+            out[:, j] = _bin_last(flat, hours, column, size)
+        else:  # fmin/fmax skip NaN, so a bin stays NaN only when nothing was observed
+            result = np.full(size, np.nan, dtype=np.float32)
+            (np.fmin if agg == "min" else np.fmax).at(result, flat, column)
+            out[:, j] = result
     return out
+
+
+def _bin_means(flat: np.ndarray, block: np.ndarray, size: int) -> np.ndarray:
+    """(bins, features) means: a sparse bins x rows indicator times values and presence."""
+    rows = sparse.csc_matrix(
+        (np.ones(len(flat), dtype=np.float32), flat, np.arange(len(flat) + 1)),
+        shape=(size, len(flat)),
+    )
+    block = np.ascontiguousarray(block)  # a table's columns come in Fortran order
+    seen = ~np.isnan(block)
+    sums = rows @ np.where(seen, block, np.float32(0.0))
+    counts = rows @ seen.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts  # 0 / 0 = NaN: nothing observed in that bin
+
+
+def _bin_last(flat: np.ndarray, hours: np.ndarray, column: np.ndarray, size: int) -> np.ndarray:
+    """The value observed latest in each bin; of rows with the same time, the later row."""
+    seen = np.flatnonzero(~np.isnan(column))
+    latest = np.full(size, -np.inf)
+    np.maximum.at(latest, flat[seen], hours[seen])
+    candidates = seen[hours[seen] == latest[flat[seen]]]
+    row = np.full(size, -1, dtype=np.int64)
+    np.maximum.at(row, flat[candidates], candidates)
+    result = np.full(size, np.nan, dtype=np.float32)
+    has = row >= 0
+    result[has] = column[row[has]]
+    return result

@@ -6,6 +6,10 @@ Their outcome risk rises with the severity of that drift. Every patient also has
 personal baseline level, so a patient's average alone says little: the signal is the
 trend after the onset, which is what a temporal convolution can see. The true risk of
 every patient is written too, and its AUROC is the ceiling any model can reach.
+
+``irregular=True`` writes the same cohort as a raw export would look: date-time stamps
+at irregular minutes since a per-patient admission time, rows dropped, stays that end
+early; the grid and the preprocessing have to undo that.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def make_cohort(
     missing_rate: float = 0.1,
     trend_strength: float = 2.5,
     seed: int = 0,
+    irregular: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Return (measurements, labels, truth) as long-format DataFrames."""
     rng = np.random.default_rng(seed)
@@ -83,7 +88,27 @@ def make_cohort(
     measurements.insert(0, "patient_id", np.repeat(ids, length))
     labels = pd.DataFrame({"patient_id": ids, "label": label})
     truth = pd.DataFrame({"patient_id": ids, "true_risk": true_risk})
+    if irregular:
+        measurements = _as_raw_export(measurements, rng, n, length)
     return measurements, labels, truth
+
+
+def _as_raw_export(
+    measurements: pd.DataFrame, rng: np.random.Generator, n: int, length: int
+) -> pd.DataFrame:
+    """Hourly rows -> a raw export: charttime/admit_time, ~30% of rows gone, shorter stays."""
+    patient = np.repeat(np.arange(n), length)
+    hour = measurements["time"].to_numpy()
+    stay_end = rng.integers(length // 2, length + 1, n)[patient]
+    keep = (hour == 0) | ((rng.random(len(hour)) > 0.3) & (hour < stay_end))
+    admit = pd.Timestamp("2130-01-01") + pd.to_timedelta(
+        rng.integers(0, 365 * 24 * 60, n), unit="min"
+    )
+    minutes = hour * 60 + rng.integers(0, 60, len(hour))  # somewhere inside the hour
+    out = measurements.drop(columns="time")
+    out.insert(1, "charttime", admit[patient] + pd.to_timedelta(minutes, unit="min"))
+    out.insert(2, "admit_time", admit[patient])
+    return out[keep].sample(frac=1.0, random_state=0).reset_index(drop=True)
 
 
 def write_cohort(folder: str | Path, **params: object) -> dict:
@@ -97,7 +122,7 @@ def write_cohort(folder: str | Path, **params: object) -> dict:
         "n_patients": len(labels),
         "prevalence": float(labels["label"].mean()),
         "ceiling_auroc": float(roc_auc_score(labels["label"], truth["true_risk"])),
-        "missing_fraction": float(measurements.iloc[:, 2:].isna().to_numpy().mean()),
+        "missing_fraction": float(measurements.select_dtypes("number").isna().to_numpy().mean()),
     }
     write_json(folder / "cohort.json", summary)
     return summary
