@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from patientcnn.data import tables
 from patientcnn.data.reshape import GridSpec, PatientArrays, to_arrays
 from patientcnn.errors import UserError
 
-log = logging.getLogger(__name__)
+DUPLICATES = ("error", "mean")
 
 
 @dataclass
@@ -30,13 +29,23 @@ def load_measurements(
     features: list[str] | None,
     grid: GridSpec,
     exclude: tuple[str, ...] = (),
+    duplicates: str = "error",
 ) -> tuple[PatientArrays, pd.DataFrame]:
-    """Read, validate and reshape a long measurement table; also return the raw table."""
+    """Read, validate and reshape a long measurement table; also return the raw table.
+
+    ``duplicates='mean'`` averages rows that share a patient and time, like rows that
+    share a grid step; the default 'error' reports them, since they often come from a
+    join gone wrong.
+    """
+    if duplicates not in DUPLICATES:
+        raise UserError(f"data.duplicates must be one of {DUPLICATES}, got {duplicates!r}")
     df = tables.read_table(path)
     tables.require_columns(df, path, {"id": id_col, "time": time_col})
     tables.check_ids(df, path, id_col)
     features = tables.resolve_features(df, path, [id_col, time_col, *exclude], features)
     hours = tables.time_in_hours(df, path, id_col, time_col)
+    if duplicates == "error":
+        tables.check_duplicate_times(df, path, id_col, time_col, hours)
     values = tables.feature_matrix(df, path, id_col, features)
     return to_arrays(df[id_col], hours, values, features, grid), df
 
@@ -51,12 +60,15 @@ def load_cohort(
     grid: GridSpec | None = None,
     positive_label: object | None = None,
     split_col: str | None = None,
+    duplicates: str = "error",
 ) -> Cohort:
     """Load measurements and labels (a separate table, or a column of the measurements)."""
     grid = grid or GridSpec()
     # the label and split columns are never features, even when a label table is given
     not_features = tuple(c for c in (label_col, split_col) if c)
-    arrays, df = load_measurements(measurements, id_col, time_col, features, grid, not_features)
+    arrays, df = load_measurements(
+        measurements, id_col, time_col, features, grid, not_features, duplicates
+    )
     if labels is None:
         tables.require_columns(df, measurements, {"label": label_col})
         label_table = _per_patient(df, measurements, id_col, label_col)
@@ -66,6 +78,11 @@ def load_cohort(
         y_series = tables.read_labels(labels, id_col, label_col, positive_label)
         source = Path(labels)
     y = _align_labels(arrays, y_series, Path(measurements), source)
+    if len(np.unique(y)) < 2:
+        raise UserError(
+            f"{source}: column '{label_col}' gives all {len(y)} patients the same outcome; "
+            "a classifier needs patients of both outcomes"
+        )
     split = None
     if split_col:
         split_table = df if split_col in df.columns else tables.read_table(labels)
@@ -103,12 +120,10 @@ def _align_labels(
             f"(e.g. {examples})"
         )
     unknown = index.difference(ids)
-    if len(unknown):
-        log.warning(
-            "%d patients in %s have no measurements in %s and are ignored (e.g. %s)",
-            len(unknown),
-            label_source,
-            measurements,
-            ", ".join(map(str, unknown[:3])),
+    if len(unknown):  # often ids written differently in the two files
+        raise UserError(
+            f"{len(unknown)} patients in {label_source} have no rows in {measurements} "
+            f"(e.g. {', '.join(map(str, unknown[:3]))}); check that both files use the same "
+            "ids, and remove patients without measurements from the label table"
         )
     return labels.reindex(ids).to_numpy(dtype=np.int64)
