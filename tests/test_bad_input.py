@@ -330,6 +330,8 @@ def test_good_tables_train(tmp_path):
     )["good"]
     assert result["rc"] == 0, result["stderr"][-3000:]
     assert (run / "metrics.json").exists() and (run / "checkpoints" / "best.ckpt").exists()
+    # a successful run prints and logs no measurement value either
+    assert SENTINEL not in result["stdout"] + result["stderr"] + (run / "train.log").read_text()
 
 
 @pytest.mark.parametrize("name", list(CASES))
