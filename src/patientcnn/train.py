@@ -34,7 +34,7 @@ def _train(cfg: DictConfig) -> float:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")  # TF32 on GPUs that have it; no effect on CPU
 
-    datamodule = configured(cfg, "data", _convert_="all")
+    datamodule = configured(cfg.data, "data", _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
     summary = datamodule.summary()
@@ -58,11 +58,13 @@ def _train(cfg: DictConfig) -> float:
     )
 
     callbacks = [
-        configured(cfg, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c
+        configured(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c
     ]
     callbacks.append(BundleCallback(datamodule.bundle_state()))
-    loggers = [configured(cfg, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
-    trainer: pl.Trainer = configured(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    loggers = [configured(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
+    trainer: pl.Trainer = configured(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
+    )
     # written once the inputs have passed every check: a failed run leaves no outputs
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
     atomic_write(output_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
@@ -107,17 +109,17 @@ def build_model(model_cfg: DictConfig, in_channels: int, seq_len: int, pos_weigh
         "seq_len": seq_len,
         "pos_weight": pos_weight if weight == "auto" else weight,
     }
-    return configured({"model": model_cfg}, "model", **overrides, _convert_="all")
+    return configured(model_cfg, "model", **overrides, _convert_="all")
 
 
-def configured(cfg: DictConfig | dict, key: str, **kwargs: object) -> object:
-    """Instantiate ``cfg.<key>``; a constructor that rejects its arguments is a config error.
+def configured(node: DictConfig, key: str, **kwargs: object) -> object:
+    """Instantiate the config ``node`` found at ``key``; a constructor that rejects its
+    arguments is a config error.
 
     Constructors only store and check their arguments, so any exception they raise (a
     missing ``???`` value, a negative max_epochs, a dropout of 2) is the user's to fix and
     is reported as one line naming the config key.
     """
-    node = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else cfg[key]
     try:
         return instantiate(node, **kwargs)
     except UserError:
