@@ -302,6 +302,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
             *case.make(folder),  # last, so a case's own overrides win
         ]
         before[name] = fingerprint(folder)
+    argv["debug"] = [*argv["file_not_found"], "debug=true"]
     results = run_batch(ROOT / "train.py", argv, root)
     for name in CASES:
         folder = root / name
@@ -349,3 +350,9 @@ def test_bad_input(outcomes: dict[str, dict], name: str):
     written = {p.name for p in run.iterdir()} - RUN_RECORDS if run.exists() else set()
     assert not written, f"a failed run wrote {sorted(written)}"
     assert result["inputs_unchanged"]
+
+
+def test_debug_flag_shows_the_traceback(outcomes: dict[str, dict]):
+    result = outcomes["debug"]
+    assert result["rc"] != 0
+    assert "Traceback" in result["stderr"] and "nope.csv: file not found" in result["stderr"]
