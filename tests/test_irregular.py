@@ -173,7 +173,9 @@ def test_anchor_that_changes_within_a_patient_is_named(tmp_path):
 
 def write_tables(tmp_path, ids_with_rows, ids_with_labels):
     m = irregular_export()
-    m = m[m["patient_id"].isin(ids_with_rows)]
+    m = m[m["patient_id"].isin(ids_with_rows)].assign(
+        hours=lambda d: d["hours"] + 3.0
+    )  # no anchor: times from 0
     y = pd.DataFrame({"patient_id": ids_with_labels, "label": [0, 1] * (len(ids_with_labels) // 2)})
     m.to_csv(tmp_path / "m.csv", index=False)
     y.to_csv(tmp_path / "y.csv", index=False)

@@ -9,6 +9,7 @@ reads it and no code stored in a file is ever run.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,14 @@ class Bundle:
 
     def build_model(self) -> CNNClassifier:
         """The trained model in eval mode, rebuilt from plain hyperparameters (no _target_)."""
-        model = CNNClassifier(**self.hparams)
-        model.load_state_dict(self.state_dict)
+        try:
+            model = CNNClassifier(**self.hparams)
+            model.load_state_dict(self.state_dict)
+        except (UserError, TypeError, ValueError, RuntimeError) as err:
+            raise UserError(
+                f"{self.path}: the stored weights and hyperparameters do not make a model "
+                f"({str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__})"
+            ) from err
         return model.eval()
 
 
@@ -70,12 +77,22 @@ def load_bundle(path: str | Path) -> Bundle:
     if not isinstance(raw, dict) or BUNDLE_KEY not in raw or "state_dict" not in raw:
         raise UserError(f"{path}: not a patientcnn checkpoint (no '{BUNDLE_KEY}' section)")
     bundle = raw[BUNDLE_KEY]
+    if not isinstance(bundle, dict) or not {"data", "threshold"} <= set(bundle):
+        raise UserError(f"{path}: the '{BUNDLE_KEY}' section is incomplete")
     if bundle.get("version") != BUNDLE_VERSION:
         raise UserError(
             f"{path}: checkpoint bundle version {bundle.get('version')} is not supported"
         )
+    hparams = raw.get("hyper_parameters")
+    allowed = set(inspect.signature(CNNClassifier).parameters)
+    unknown = sorted(map(str, set(hparams) - allowed)) if isinstance(hparams, dict) else None
+    if unknown is None or unknown:  # e.g. a `_target_`: hyperparameters are never instantiated
+        raise UserError(
+            f"{path}: the stored hyperparameters are not those of a patientcnn model "
+            f"(unexpected: {', '.join(unknown or ['not a mapping'])})"
+        )
     return Bundle(
-        hparams=dict(raw["hyper_parameters"]),
+        hparams=dict(hparams),
         state_dict=raw["state_dict"],
         data=bundle["data"],
         threshold=float(bundle["threshold"]),

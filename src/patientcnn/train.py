@@ -31,12 +31,11 @@ def train(cfg: DictConfig) -> float:
 
 def _train(cfg: DictConfig) -> float:
     output_dir = Path(cfg.paths.output_dir)
-    config_text = OmegaConf.to_yaml(cfg, resolve=True)
-    atomic_write(output_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
+    resume_from = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")  # TF32 on GPUs that have it; no effect on CPU
 
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = configured(cfg.data, "data", _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
     summary = datamodule.summary()
@@ -59,11 +58,20 @@ def _train(cfg: DictConfig) -> float:
         format_shape_table(model.net.shape_table()),
     )
 
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    callbacks = [
+        configured(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c
+    ]
     callbacks.append(BundleCallback(datamodule.bundle_state()))
-    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    loggers = [configured(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
+    trainer: pl.Trainer = configured(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
+    )
+    # written once the inputs have passed every check: a failed run leaves no outputs
+    config_text = OmegaConf.to_yaml(cfg, resolve=True)
+    atomic_write(output_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     ckpt = best or None
@@ -103,4 +111,40 @@ def build_model(model_cfg: DictConfig, in_channels: int, seq_len: int, pos_weigh
         "seq_len": seq_len,
         "pos_weight": pos_weight if weight == "auto" else weight,
     }
-    return instantiate(model_cfg, **overrides, _convert_="all")
+    return configured(model_cfg, "model", **overrides, _convert_="all")
+
+
+def configured(node: DictConfig, key: str, **kwargs: object) -> object:
+    """Instantiate the config ``node`` found at ``key``; a constructor that rejects its
+    arguments is a config error.
+
+    Constructors only store and check their arguments, so any exception they raise (a
+    missing ``???`` value, a negative max_epochs, a dropout of 2) is the user's to fix and
+    is reported as one line naming the config key.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except UserError:
+        raise
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"config {key}: {reason}") from err
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to continue from: ``resume=true`` (or ``ckpt_path=last``) means this
+    run folder's checkpoints/last.ckpt, so rerunning with the interrupted run's
+    ``hydra.run.dir`` picks up where it stopped."""
+    path = cfg.get("ckpt_path")
+    if cfg.get("resume", False) or path == "last":
+        if path not in (None, "last"):
+            raise UserError("give either resume=true or ckpt_path=PATH, not both")
+        path = output_dir / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise UserError(
+                f"resume=true: {path} not found; pass the interrupted run's folder as "
+                "hydra.run.dir=<run folder>"
+            )
+    elif path is not None and not Path(path).is_file():
+        raise UserError(f"ckpt_path={path}: checkpoint not found")
+    return None if path is None else str(path)

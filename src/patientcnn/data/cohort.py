@@ -16,6 +16,7 @@ from patientcnn.errors import UserError
 
 log = logging.getLogger(__name__)
 
+DUPLICATES = ("error", "aggregate")
 UNMATCHED = ("error", "drop")
 
 
@@ -33,12 +34,18 @@ def load_measurements(
     features: list[str] | None,
     grid: GridSpec,
     exclude: tuple[str, ...] = (),
+    duplicates: str = "error",
 ) -> tuple[PatientArrays, pd.DataFrame]:
     """Read, validate and reshape a long measurement table; also return the raw table.
 
     With ``grid.anchor_col`` each patient's time zero is that column (constant per
     patient, in the same kind of time as ``time_col``) instead of their first row.
+    ``duplicates='aggregate'`` combines rows that share a patient and time like rows that
+    share a grid step (``grid.agg``); the default 'error' reports them, since they often
+    come from a join gone wrong.
     """
+    if duplicates not in DUPLICATES:
+        raise UserError(f"data.duplicates must be one of {DUPLICATES}, got {duplicates!r}")
     df = tables.read_table(path)
     roles = {"id": id_col, "time": time_col}
     anchor_col = grid.anchor_col
@@ -48,7 +55,9 @@ def load_measurements(
     tables.check_ids(df, path, id_col)
     not_features = [id_col, time_col, *([anchor_col] if anchor_col else []), *exclude]
     features = tables.resolve_features(df, path, not_features, features)
-    hours = tables.time_in_hours(df, path, id_col, time_col)
+    hours = tables.time_in_hours(df, path, id_col, time_col, allow_negative=bool(anchor_col))
+    if duplicates == "error":
+        tables.check_duplicate_times(df, path, id_col, time_col, hours)
     anchor = None
     if anchor_col:
         _per_patient(df, path, id_col, anchor_col)
@@ -58,7 +67,7 @@ def load_measurements(
                 f"{path}: time column '{time_col}' holds {kinds[0]} but anchor column "
                 f"'{anchor_col}' holds {kinds[1]}; both must be the same kind of time"
             )
-        anchor = tables.time_in_hours(df, path, id_col, anchor_col)
+        anchor = tables.time_in_hours(df, path, id_col, anchor_col, allow_negative=True)
     values = tables.feature_matrix(df, path, id_col, features)
     arrays = to_arrays(df[id_col], hours, values, features, grid, anchor)
     _warn_empty(arrays, path)
@@ -93,6 +102,7 @@ def load_cohort(
     positive_label: object | None = None,
     split_col: str | None = None,
     unmatched: str = "error",
+    duplicates: str = "error",
 ) -> Cohort:
     """Load measurements and labels (a separate table, or a column of the measurements).
 
@@ -113,7 +123,9 @@ def load_cohort(
         return Cohort(arrays, y)
     # the label and split columns are never features, even when a label table is given
     not_features = tuple(c for c in (label_col, split_col) if c)
-    arrays, df = load_measurements(measurements, id_col, time_col, features, grid, not_features)
+    arrays, df = load_measurements(
+        measurements, id_col, time_col, features, grid, not_features, duplicates
+    )
     if labels is None:
         tables.require_columns(df, measurements, {"label": label_col})
         label_table = _per_patient(df, measurements, id_col, label_col)
@@ -123,6 +135,11 @@ def load_cohort(
         y_series = tables.read_labels(labels, id_col, label_col, positive_label)
         source = Path(labels)
     arrays, y = _align_labels(arrays, y_series, Path(measurements), source, unmatched)
+    if len(np.unique(y)) < 2:
+        raise UserError(
+            f"{source}: column '{label_col}' gives all {len(y)} patients the same outcome; "
+            "a classifier needs patients of both outcomes"
+        )
     split = None
     if split_col:
         split_table = df if split_col in df.columns else tables.read_table(labels)

@@ -39,6 +39,7 @@ class PatientDataModule(pl.LightningDataModule):
         features: list[str] | None = None,
         positive_label: object | None = None,
         split_col: str | None = None,
+        duplicates: str = "error",
         grid: dict | None = None,
         split: dict | None = None,
         preprocess: dict | None = None,
@@ -53,6 +54,7 @@ class PatientDataModule(pl.LightningDataModule):
         self.features = list(features) if features else None
         self.positive_label = positive_label
         self.split_col = split_col
+        self.duplicates = duplicates
         self.grid = GridSpec(**(grid or {}))
         self.split_args = {"val": 0.15, "test": 0.15, "seed": 0, **(split or {})}
         self.preprocessor = Preprocessor(**{"step": self.grid.step, **(preprocess or {})})
@@ -91,6 +93,7 @@ class PatientDataModule(pl.LightningDataModule):
             positive_label=self.positive_label,
             split_col=self.split_col,
             unmatched=self.unmatched,
+            duplicates=self.duplicates,
             **self.columns,
         )
         arrays, y = self.cohort.arrays, self.cohort.y

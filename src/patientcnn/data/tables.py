@@ -26,11 +26,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.is_dir():
         raise UserError(f"{path}: is a folder, expected a CSV or Parquet file")
     name = path.name.lower()
+    sep = "\t" if name.endswith(".tsv") else ","
     try:
         if name.endswith(PARQUET_SUFFIXES):
             df = pd.read_parquet(path)
         elif name.endswith(CSV_SUFFIXES):
-            sep = "\t" if name.endswith(".tsv") else ","
             df = pd.read_csv(path, sep=sep, engine="pyarrow")
         else:
             raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
@@ -38,11 +38,31 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise
     except Exception as err:  # the readers raise many types; all mean "cannot parse"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if reason.startswith("CSV parse error"):  # pyarrow quotes the row: patient data
+            reason = _ragged_row(path, sep) or "CSV parse error"
         raise UserError(f"{path}: cannot be read as a table ({reason[:200]})") from err
     if df.shape[1] == 0 or len(df) == 0:
         raise UserError(f"{path}: the table is empty (no data rows)")
     df.columns = [str(c) for c in df.columns]
     return df
+
+
+def _ragged_row(path: Path, sep: str) -> str | None:
+    """Which data row has another number of fields than the header (counts only)."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="") as handle:
+            reader = csv.reader(handle, delimiter=sep)
+            width = len(next(reader, []))
+            for row, fields in enumerate(reader, start=1):
+                if fields and len(fields) != width:
+                    return f"row {row} has {len(fields)} fields but the header has {width}"
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 def require_columns(df: pd.DataFrame, path: str | Path, columns: dict[str, str]) -> None:
@@ -74,7 +94,7 @@ def resolve_features(
                 f"{path}: {', '.join(clash)} cannot be both a feature and the id/time/label column"
             )
         return list(features)
-    chosen = [c for c in df.columns if c not in exclude and pd.api.types.is_numeric_dtype(df[c])]
+    chosen = [c for c in df.columns if c not in exclude and _looks_numeric(df[c])]
     if not chosen:
         others = [c for c in df.columns if c not in exclude]
         raise UserError(
@@ -82,6 +102,19 @@ def resolve_features(
             "list them with data.features=[...]"
         )
     return chosen
+
+
+def _looks_numeric(column: pd.Series) -> bool:
+    """Numeric, or text that is mostly numbers (so a stray word is reported, not dropped)."""
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return False
+    present = column.notna() & (column.astype(str).str.strip() != "")
+    if not present.any():
+        return False
+    parsed = pd.to_numeric(column[present], errors="coerce").notna()
+    return bool(parsed.mean() >= 0.5)
 
 
 def feature_matrix(
@@ -111,6 +144,11 @@ def feature_matrix(
                 )
             column = numeric
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isnan(values).all():
+            raise UserError(
+                f"{path}: column '{name}' has no values (empty in every row); "
+                "leave it out with data.features=[...]"
+            )
         infinite = np.isinf(values)
         if infinite.any():
             _raise_at_row(
@@ -126,27 +164,26 @@ def feature_matrix(
     return out
 
 
-def time_in_hours(df: pd.DataFrame, path: str | Path, id_col: str, time_col: str) -> np.ndarray:
-    """The time column as float64: numbers as they are (steps or hours), datetimes in hours."""
+def time_in_hours(
+    df: pd.DataFrame, path: str | Path, id_col: str, time_col: str, allow_negative: bool = False
+) -> np.ndarray:
+    """The time column as float64: numbers as they are (steps or hours), datetimes in hours.
+
+    Negative numbers are an error unless ``allow_negative`` (times relative to an anchor,
+    such as labs drawn before admission, may precede it).
+    """
     column = df[time_col]
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    numeric = _looks_numeric(column) and not pd.api.types.is_bool_dtype(column)
+    if numeric:
+        parsed = pd.to_numeric(column, errors="coerce")  # numbers with a stray word
+        _check_parsed(df, path, id_col, time_col, column, parsed.isna())
+        values = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         if pd.api.types.is_datetime64_any_dtype(column):
             stamps = column
         else:
             stamps = pd.to_datetime(column, errors="coerce", format="mixed")
-            bad = stamps.isna() & column.notna()
-            if bad.any():
-                _raise_at_row(
-                    df,
-                    path,
-                    id_col,
-                    time_col,
-                    int(np.flatnonzero(bad.to_numpy())[0]),
-                    "is neither a number nor a date-time",
-                    int(bad.sum()),
-                )
+            _check_parsed(df, path, id_col, time_col, column, stamps.isna())
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
         values = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
@@ -173,7 +210,57 @@ def time_in_hours(df: pd.DataFrame, path: str | Path, id_col: str, time_col: str
             "is infinite",
             int(np.isinf(values).sum()),
         )
+    negative = values < 0  # date-times before 1970 are negative hours, and fine
+    if numeric and negative.any() and not allow_negative:
+        _raise_at_row(
+            df,
+            path,
+            id_col,
+            time_col,
+            int(np.flatnonzero(negative)[0]),
+            "is negative (times are steps or hours since admission, 0 or later)",
+            int(negative.sum()),
+        )
     return values
+
+
+def _check_parsed(
+    df: pd.DataFrame,
+    path: str | Path,
+    id_col: str,
+    time_col: str,
+    column: pd.Series,
+    failed: pd.Series,
+) -> None:
+    bad = failed & column.notna() & (column.astype(str).str.strip() != "")
+    if bad.any():
+        _raise_at_row(
+            df,
+            path,
+            id_col,
+            time_col,
+            int(np.flatnonzero(bad.to_numpy())[0]),
+            "is neither a number nor a date-time",
+            int(bad.sum()),
+        )
+
+
+def check_duplicate_times(
+    df: pd.DataFrame, path: str | Path, id_col: str, time_col: str, hours: np.ndarray
+) -> None:
+    """Two rows for the same patient and time are an error unless data.duplicates=aggregate."""
+    repeated = pd.DataFrame({"id": df[id_col].to_numpy(), "t": hours}).duplicated()
+    if repeated.any():
+        _raise_at_row(
+            df,
+            path,
+            id_col,
+            time_col,
+            int(np.flatnonzero(repeated.to_numpy())[0]),
+            "repeats an earlier row's time for the same patient "
+            "(set data.duplicates=aggregate to combine such rows)",
+            int(repeated.sum()),
+        )
 
 
 def check_ids(df: pd.DataFrame, path: str | Path, id_col: str) -> None:

@@ -97,6 +97,12 @@ class CNNClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, valid, y = batch
         loss = self._loss(self(x, valid), y)
+        if not torch.isfinite(loss):  # continuing would only train on NaN weights
+            raise UserError(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step} (batch {batch_idx}); lower model.lr, use "
+                "trainer.precision=32-true, or check the inputs for extreme values"
+            )
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 

@@ -1,0 +1,358 @@
+"""The bad-input catalogue: every malformed input is one message and a non-zero exit.
+
+Each case runs `python train.py ...` on tiny tables as a user would. All cases run in
+one process (tests/cli_batch.py) so the catalogue costs one Python start, not forty;
+each case is still its own test. For every case the test checks the exit status, that
+the message names the file / column / patient / row, that no traceback is shown, that
+no output is written and no input changed, and that no measurement value is printed
+(the base table holds a distinctive value, SENTINEL, in the row most cases break).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_batch import run_batch
+from conftest import ROOT
+
+SENTINEL = "31337.25"  # a measurement value that must never appear in any output
+N_PATIENTS, N_STEPS = 40, 6
+RUN_RECORDS = {".hydra", "train.log"}  # Hydra's own record of an attempted run
+
+
+def measurements() -> pd.DataFrame:
+    """40 patients x 6 steps x (hr, map); row 3 (patient p00, time 2) holds SENTINEL."""
+    rng = np.random.default_rng(0)
+    n = N_PATIENTS * N_STEPS
+    m = pd.DataFrame(
+        {
+            "patient_id": np.repeat([f"p{i:02d}" for i in range(N_PATIENTS)], N_STEPS),
+            "time": np.tile(np.arange(N_STEPS), N_PATIENTS),
+            "hr": np.round(rng.normal(80, 5, n), 1).astype(object),
+            "map": np.round(rng.normal(75, 5, n), 1),
+        }
+    )
+    m.loc[2, "map"] = float(SENTINEL)
+    return m
+
+
+def labels() -> pd.DataFrame:
+    ids = [f"p{i:02d}" for i in range(N_PATIENTS)]
+    return pd.DataFrame({"patient_id": ids, "label": [i % 2 for i in range(N_PATIENTS)]})
+
+
+@dataclass
+class Case:
+    """``make(folder)`` writes the inputs and returns the overrides; ``message`` is a regex."""
+
+    make: Callable[[Path], list[str]]
+    message: str
+    status: int = 2  # UserError; Hydra's own config errors exit 1
+
+
+def tables(m: pd.DataFrame | None = None, y: pd.DataFrame | None = None, *extra: str):
+    """A case made of (possibly edited) measurement and label tables plus overrides."""
+
+    def make(folder: Path) -> list[str]:
+        (m if m is not None else measurements()).to_csv(folder / "m.csv", index=False)
+        (y if y is not None else labels()).to_csv(folder / "y.csv", index=False)
+        return [
+            "data=table",
+            f"data.measurements={folder / 'm.csv'}",
+            f"data.labels={folder / 'y.csv'}",
+            *extra,
+        ]
+
+    return make
+
+
+def text_file(name: str, content: str | bytes, *extra: str):
+    """A case whose measurement file is raw text or bytes."""
+
+    def make(folder: Path) -> list[str]:
+        path = folder / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        labels().to_csv(folder / "y.csv", index=False)
+        return [
+            "data=table",
+            f"data.measurements={path}",
+            f"data.labels={folder / 'y.csv'}",
+            *extra,
+        ]
+
+    return make
+
+
+def edited(column: str, row: int, value: object, frame: Callable = measurements) -> pd.DataFrame:
+    df = frame()
+    if not isinstance(value, float):
+        df[column] = df[column].astype(object)
+    df.loc[row, column] = value
+    return df
+
+
+def dropped(column: str, frame: Callable = measurements) -> pd.DataFrame:
+    return frame().drop(columns=column)
+
+
+def with_label_column(values: list) -> pd.DataFrame:
+    m = measurements()
+    m["label"] = values
+    return m
+
+
+def ragged_csv() -> str:
+    lines = measurements().to_csv(index=False).splitlines()
+    lines[3] += ",99"  # data row 3 gets a fifth field
+    return "\n".join(lines) + "\n"
+
+
+def split_labels(train_outcomes_equal: bool) -> pd.DataFrame:
+    y = labels()
+    y["split"] = ["train"] * 24 + ["val"] * 8 + ["test"] * 8
+    if train_outcomes_equal:
+        y.loc[:23, "label"] = 0
+    else:
+        y.loc[5, "split"] = "holdout"
+    return y
+
+
+def header() -> str:
+    return "patient_id,time,hr,map\n"
+
+
+CSV = measurements().to_csv(index=False)
+M_TABLE = ["data=table"]
+
+CASES: dict[str, Case] = {
+    "file_not_found": Case(
+        lambda f: [*M_TABLE, f"data.measurements={f / 'nope.csv'}"], r"nope\.csv: file not found"
+    ),
+    "empty_file": Case(text_file("m.csv", ""), r"m\.csv: (the table is empty|cannot be read)"),
+    "header_only": Case(text_file("m.csv", header()), r"m\.csv: the table is empty"),
+    "wrong_delimiter": Case(
+        text_file("m.csv", CSV.replace(",", ";")),
+        r"m\.csv: no id column 'patient_id' \(the file seems to use another delimiter",
+    ),
+    "unknown_file_type": Case(text_file("m.xlsx", CSV), r"m\.xlsx: unknown file type"),
+    "row_with_extra_field": Case(
+        text_file("m.csv", ragged_csv()),
+        r"m\.csv: cannot be read as a table \(row 3 has 5 fields but the header has 4\)",
+    ),
+    "corrupt_parquet": Case(
+        text_file("m.parquet", bytes(range(256)) * 4), r"m\.parquet: cannot be read as a table"
+    ),
+    "missing_id_column": Case(
+        tables(dropped("patient_id")), r"m\.csv: no id column 'patient_id'.*data\.id_col"
+    ),
+    "missing_time_column": Case(tables(dropped("time")), r"m\.csv: no time column 'time'"),
+    "missing_label_column": Case(
+        tables(y=labels().rename(columns={"label": "outcome"})),
+        r"y\.csv: no label column 'label'; columns are: patient_id, outcome",
+    ),
+    "missing_label_column_in_measurements": Case(
+        tables(None, None, "data.labels=null"), r"m\.csv: no label column 'label'"
+    ),
+    "missing_patient_id": Case(
+        tables(edited("patient_id", 2, None)), r"m\.csv: column 'patient_id' is empty in row 3"
+    ),
+    "non_numeric_feature_value": Case(
+        tables(edited("hr", 2, "high")),
+        r"m\.csv: column 'hr' is not a number in row 3 \(patient p00\)",
+    ),
+    "non_numeric_listed_feature": Case(
+        tables(edited("hr", 2, "high"), None, "data.features=[hr,map]"),
+        r"m\.csv: column 'hr' is not a number in row 3 \(patient p00\)",
+    ),
+    "infinite_value": Case(
+        tables(edited("hr", 2, float("inf"))),
+        r"m\.csv: column 'hr' is infinite in row 3 \(patient p00\)",
+    ),
+    "all_missing_feature": Case(
+        tables(measurements().assign(spo2=np.nan)), r"m\.csv: column 'spo2' has no values"
+    ),
+    "feature_not_in_table": Case(
+        tables(None, None, "data.features=[hr,spo2]"), r"m\.csv: feature columns not found: spo2"
+    ),
+    "no_numeric_feature": Case(
+        tables(measurements().assign(hr="high", map="low")),
+        r"m\.csv: no numeric feature columns found \(other columns: hr, map\)",
+    ),
+    "duplicate_patient_time": Case(
+        tables(pd.concat([measurements().iloc[:3], measurements()], ignore_index=True)),
+        r"m\.csv: column 'time' repeats an earlier row's time .*data\.duplicates=aggregate.* "
+        r"in row 4 \(patient p00\)",
+    ),
+    "negative_time": Case(
+        tables(edited("time", 2, -1.0)),
+        r"m\.csv: column 'time' is negative .*row 3 \(patient p00\)",
+    ),
+    "unparseable_time": Case(
+        tables(edited("time", 2, "yesterday")),
+        r"m\.csv: column 'time' is neither a number nor a date-time in row 3 \(patient p00\)",
+    ),
+    "missing_time": Case(
+        tables(edited("time", 2, np.nan)),
+        r"m\.csv: column 'time' is missing in row 3 \(patient p00\)",
+    ),
+    "label_not_binary": Case(
+        tables(None, edited("label", 4, 2, labels)), r"y\.csv: column 'label' must be 0/1"
+    ),
+    "three_label_values": Case(
+        tables(None, labels().assign(label=["a", "b", "c", "d"] * 10), "data.positive_label=a"),
+        r"y\.csv: column 'label' has 4 distinct values",
+    ),
+    "positive_label_never_occurs": Case(
+        tables(None, None, "data.positive_label=died"),
+        r"y\.csv: data\.positive_label='died' never occurs in column 'label'",
+    ),
+    "missing_label_value": Case(
+        tables(None, edited("label", 3, None, labels)),
+        r"y\.csv: column 'label' is empty for patient p03",
+    ),
+    "conflicting_labels": Case(
+        tables(None, pd.concat([labels(), labels().iloc[[3]].assign(label=0)])),
+        r"y\.csv: patient p03 has more than one label",
+    ),
+    "label_changes_within_patient": Case(
+        tables(with_label_column([0] * 9 + [1] * 3 + [0, 1] * 114), None, "data.labels=null"),
+        r"m\.csv: column 'label' must be constant per patient but changes within patient p01",
+    ),
+    "patient_without_label": Case(
+        tables(None, labels().drop(index=5)),
+        r"1 patients in .*m\.csv have no label in .*y\.csv \(e\.g\. p05\)",
+    ),
+    "label_for_unknown_patient": Case(
+        tables(None, pd.concat([labels(), pd.DataFrame({"patient_id": ["p99"], "label": [1]})])),
+        r"1 patients in .*y\.csv have no measurements in .*m\.csv \(e\.g\. p99\)",
+    ),
+    "single_outcome": Case(
+        tables(None, labels().assign(label=0)),
+        r"y\.csv: column 'label' gives all 40 patients the same outcome",
+    ),
+    "one_outcome_in_training_split": Case(
+        tables(None, split_labels(True), "data.split_col=split"),
+        r"split column 'split': the train split needs patients of both outcomes",
+    ),
+    "unknown_split_name": Case(
+        tables(None, split_labels(False), "data.split_col=split"),
+        r"split column 'split' may only hold train/val/test, found: holdout",
+    ),
+    "too_few_patients": Case(
+        tables(measurements().iloc[: 10 * N_STEPS], labels().iloc[:10]),
+        r"too few patients to split: 5 positive and 5 negative",
+    ),
+    "sequence_shorter_than_conv_stack": Case(
+        tables(None, None, "model.padding=valid"),
+        r"layer 2 \(kernel_size=5.*spans 5 steps but receives only 2",
+    ),
+    "unknown_config_key": Case(
+        tables(None, None, "model.kernal_size=3"), r"Could not override 'model\.kernal_size'", 1
+    ),
+    "unknown_config_option": Case(lambda f: ["data=tabel"], r"Could not find 'data/tabel'", 1),
+    "missing_required_setting": Case(
+        lambda f: [*M_TABLE], r"Missing mandatory value: data\.measurements"
+    ),
+    "invalid_config_value": Case(
+        tables(None, None, "model.dropout=2"), r"config model: dropout probability"
+    ),
+    "invalid_trainer_setting": Case(
+        tables(None, None, "trainer.max_epochs=-3"), r"config trainer: `max_epochs`"
+    ),
+    "resume_without_checkpoint": Case(
+        tables(None, None, "resume=true"), r"resume=true: .*last\.ckpt not found"
+    ),
+    "checkpoint_to_resume_not_found": Case(
+        lambda f: [*tables()(f), f"ckpt_path={f / 'gone.ckpt'}"],
+        r"ckpt_path=.*gone\.ckpt: checkpoint not found",
+    ),
+}
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """Content hash of every input file (the run folder excluded)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "run" not in p.relative_to(folder).parts
+    }
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Write every case's inputs, run all cases in one process, and record the results."""
+    root = tmp_path_factory.mktemp("bad_input")
+    argv, before = {}, {}
+    for name, case in CASES.items():
+        folder = root / name
+        folder.mkdir()
+        argv[name] = [
+            f"hydra.run.dir={folder / 'run'}",
+            f"paths.data_dir={root / 'data'}",
+            "logger=none",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            *case.make(folder),  # last, so a case's own overrides win
+        ]
+        before[name] = fingerprint(folder)
+    argv["debug"] = [*argv["file_not_found"], "debug=true"]
+    results = run_batch(ROOT / "train.py", argv, root)
+    for name in CASES:
+        folder = root / name
+        results[name]["folder"] = folder
+        results[name]["inputs_unchanged"] = fingerprint(folder) == before[name]
+        log = folder / "run" / "train.log"
+        results[name]["log"] = log.read_text() if log.exists() else ""
+    return results
+
+
+def test_catalogue_is_large_enough():
+    assert len(CASES) >= 25
+
+
+def test_good_tables_train(tmp_path):
+    """The base tables are fine (also with a repeated row when data.duplicates=aggregate):
+    every case below fails because of its one edit."""
+    m = pd.concat([measurements().iloc[:3], measurements()], ignore_index=True)
+    m["hr"] = m["hr"].astype(float)
+    argv = tables(m, None, "data.duplicates=aggregate")(tmp_path)
+    run = tmp_path / "run"
+    result = run_batch(
+        ROOT / "train.py",
+        {"good": [*argv, f"hydra.run.dir={run}", "logger=none", "trainer.max_epochs=1"]},
+        tmp_path,
+    )["good"]
+    assert result["rc"] == 0, result["stderr"][-3000:]
+    assert (run / "metrics.json").exists() and (run / "checkpoints" / "best.ckpt").exists()
+    # a successful run prints and logs no measurement value either
+    assert SENTINEL not in result["stdout"] + result["stderr"] + (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(outcomes: dict[str, dict], name: str):
+    case, result = CASES[name], outcomes[name]
+    shown = result["stdout"] + result["stderr"]
+    assert result["rc"] == case.status, shown[-3000:]
+    assert re.search(case.message, result["stderr"]), result["stderr"][-3000:]
+    assert "Traceback" not in shown
+    if case.status == 2:  # one line, ours
+        assert result["stderr"].strip().count("\n") == 0, result["stderr"]
+        assert result["stderr"].startswith("error: ")
+    assert SENTINEL not in shown + result["log"]
+    run = result["folder"] / "run"
+    written = {p.name for p in run.iterdir()} - RUN_RECORDS if run.exists() else set()
+    assert not written, f"a failed run wrote {sorted(written)}"
+    assert result["inputs_unchanged"]
+
+
+def test_debug_flag_shows_the_traceback(outcomes: dict[str, dict]):
+    result = outcomes["debug"]
+    assert result["rc"] != 0
+    assert "Traceback" in result["stderr"] and "nope.csv: file not found" in result["stderr"]

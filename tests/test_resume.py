@@ -1,0 +1,119 @@
+"""Interrupted runs: a killed run resumes from its last checkpoint; a NaN loss stops a run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, read_metrics, run_cli, train_run
+from omegaconf import OmegaConf
+
+from patientcnn.errors import UserError
+from patientcnn.train import resume_checkpoint
+
+EPOCHS = 4
+RESUMABLE = (
+    f"trainer.max_epochs={EPOCHS}",
+    "callbacks.early_stopping=null",  # every run goes the full EPOCHS
+    "data.batch_size=32",
+)
+
+
+def start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """The same command line as train_run, started in the background."""
+    out = tmp_path / "run"
+    overrides = [
+        "data=small",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={out}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        *RESUMABLE,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    return proc, out
+
+
+def kill_after_first_checkpoint(proc: subprocess.Popen, last: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not last.exists():
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_run_resumes_to_the_same_epoch_count(tmp_path: Path):
+    proc, out = start_training(tmp_path / "killed")
+    last = out / "checkpoints" / "last.ckpt"
+    kill_after_first_checkpoint(proc, last)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "metrics.json").exists()
+    stopped_at = torch.load(last, weights_only=True)["epoch"]
+    assert stopped_at < EPOCHS - 1, "the run was not interrupted midway"
+
+    resumed, _ = train_run(tmp_path / "killed", *RESUMABLE, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {last}" in resumed.stdout + resumed.stderr
+    assert "Restored all states" in resumed.stdout + resumed.stderr
+
+    reference, ref_out = train_run(tmp_path / "reference", *RESUMABLE)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    got, want = read_metrics(out), read_metrics(ref_out)
+    assert got["epochs"] == want["epochs"] == EPOCHS
+    # the same data and model; only the shuffling and dropout draws after the restart differ
+    for key in ("val/loss", "test/loss"):
+        assert abs(got["metrics"][key] - want["metrics"][key]) < 0.05, (key, got, want)
+    assert abs(got["metrics"]["test/auroc"] - want["metrics"]["test/auroc"]) < 0.1
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"resume": True}, {"ckpt_path": "last"}, {"resume": True, "ckpt_path": "last"}],
+)
+def test_resume_and_ckpt_path_last_pick_this_runs_last_checkpoint(tmp_path: Path, settings):
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    cfg = OmegaConf.create({"resume": False, "ckpt_path": None, **settings})
+    assert resume_checkpoint(cfg, tmp_path) == str(last)
+
+
+def test_resume_with_another_ckpt_path_is_ambiguous(tmp_path: Path):
+    cfg = OmegaConf.create({"resume": True, "ckpt_path": str(tmp_path / "x.ckpt")})
+    with pytest.raises(UserError, match="either resume=true or ckpt_path"):
+        resume_checkpoint(cfg, tmp_path)
+
+
+def test_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path: Path):
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train.py",
+        "data=small",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={out}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "trainer.max_epochs=5",
+        "model.lr=1e30",  # the first update sends the weights to inf
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert re.search(
+        r"^error: the training loss became nan at epoch \d+, step \d+", proc.stderr, re.M
+    )
+    assert not (out / "metrics.json").exists()
