@@ -62,7 +62,17 @@ class ResumableOptunaSweeper(OptunaSweeper):
                     seed=int(seed) + len(stored),
                     _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.*"),
                 )
-        return impl.sweep(arguments)
+        try:
+            return impl.sweep(arguments)
+        except ValueError:  # the plugin asks for the best trial even when none completed
+            stored = _stored_trials(impl.storage, impl.study_name)
+            if any(t.state == optuna.trial.TrialState.COMPLETE for t in stored):
+                raise
+            log.error(
+                "no trial of study %r completed; each failed trial's folder holds error.txt",
+                impl.study_name,
+            )
+            raise SystemExit(2) from None
 
 
 def _stored_trials(storage: str | None, study_name: str | None) -> list[optuna.trial.FrozenTrial]:
