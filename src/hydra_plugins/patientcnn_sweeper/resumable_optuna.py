@@ -66,7 +66,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
             return impl.sweep(arguments)
         except ValueError:  # the plugin asks for the best trial even when none completed
             stored = _stored_trials(impl.storage, impl.study_name)
-            if any(t.state == optuna.trial.TrialState.COMPLETE for t in stored):
+            if not stored or any(t.state == optuna.trial.TrialState.COMPLETE for t in stored):
                 raise
             log.error(
                 "no trial of study %r completed; each failed trial's folder holds error.txt",
