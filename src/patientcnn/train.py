@@ -12,6 +12,7 @@ from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from patientcnn.checkpoint import BundleCallback
+from patientcnn.cross_validation import cross_validate
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
 from patientcnn.models.conv import format_shape_table
@@ -30,6 +31,17 @@ def train(cfg: DictConfig) -> float:
 
 
 def _train(cfg: DictConfig) -> float:
+    metrics = cross_validate(cfg, fit) if cfg.data.get("cv_folds") else fit(cfg)
+    objective = metrics.get(cfg.objective)
+    if objective is None:
+        raise UserError(
+            f"objective={cfg.objective!r} is not a metric; choose one of {sorted(metrics)}"
+        )
+    return objective if math.isfinite(objective) else float("nan")
+
+
+def fit(cfg: DictConfig) -> dict[str, float]:
+    """One fit in ``cfg.paths.output_dir``: checkpoint, metrics.json; returns the metrics."""
     output_dir = Path(cfg.paths.output_dir)
     resume_from = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -94,13 +106,7 @@ def _train(cfg: DictConfig) -> float:
     write_json(output_dir / "metrics.json", record)
     log.info("best checkpoint: %s", best or "(none saved)")
     log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-
-    objective = metrics.get(cfg.objective)
-    if objective is None:
-        raise UserError(
-            f"objective={cfg.objective!r} is not a metric; choose one of {sorted(metrics)}"
-        )
-    return objective if math.isfinite(objective) else float("nan")
+    return metrics
 
 
 def build_model(model_cfg: DictConfig, in_channels: int, seq_len: int, pos_weight: float):

@@ -15,14 +15,18 @@ from patientcnn.data.batches import TensorBatches, to_channels_first
 from patientcnn.data.cohort import Cohort, load_cohort
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec
-from patientcnn.data.split import SPLITS, given_split, stratified_split
+from patientcnn.data.split import SPLITS, fold_split, given_split, stratified_split
 from patientcnn.data.synthetic import read_summary, write_cohort
+from patientcnn.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 class PatientDataModule(pl.LightningDataModule):
     """Everything between the user's tables and the model's input tensors.
+
+    With ``cv_folds=K`` and ``fold=i`` the val split is fold i of K patient-level stratified
+    folds of the non-test patients (the test split stays the one ``split`` gives).
 
     ``synthetic`` (``make_cohort`` arguments plus a ``name`` used only in the file paths)
     makes ``prepare_data`` write the synthetic cohort to ``measurements``/``labels`` when
@@ -46,6 +50,8 @@ class PatientDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         synthetic: dict | None = None,
         unmatched: str = "error",
+        cv_folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__()
         self.measurements = measurements
@@ -61,6 +67,8 @@ class PatientDataModule(pl.LightningDataModule):
         self.unmatched = unmatched
         self.batch_size = int(batch_size)
         self.synthetic = {k: v for k, v in synthetic.items() if k != "name"} if synthetic else None
+        self.cv_folds = cv_folds
+        self.fold = fold
         self.index: dict[str, np.ndarray] = {}
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.cohort: Cohort | None = None
@@ -97,8 +105,16 @@ class PatientDataModule(pl.LightningDataModule):
             **self.columns,
         )
         arrays, y = self.cohort.arrays, self.cohort.y
+        if self.cohort.split is not None and self.cv_folds:
+            raise UserError(
+                f"data.cv_folds={self.cv_folds} and data.split_col={self.split_col!r} both set: "
+                "cross-validation makes its own folds; set data.split_col=null"
+            )
         if self.cohort.split is not None:
             self.index = given_split(self.cohort.split, y, self.split_col)
+        elif self.cv_folds:
+            args = self.split_args
+            self.index = fold_split(y, args["test"], self.cv_folds, self.fold or 0, args["seed"])
         else:
             self.index = stratified_split(y, **self.split_args)
         train = arrays.subset(self.index["train"])

@@ -33,6 +33,23 @@ def classification_metrics(prefix: str) -> MetricCollection:
     )
 
 
+def layer_widths(channels: list[int] | None, depth: int | None, width: int | None) -> list[int]:
+    """``channels``, or ``[width] * depth`` when it is null: two numbers a sweep can search."""
+    if channels is not None:
+        if depth is not None or width is not None:
+            raise UserError(
+                "set either model.channels or model.depth and model.width "
+                "(with model.channels=null), not both"
+            )
+        return list(channels)
+    if not (isinstance(depth, int) and isinstance(width, int) and depth >= 1 and width >= 1):
+        raise UserError(
+            f"with model.channels=null, model.depth and model.width must be positive integers, "
+            f"got depth={depth!r}, width={width!r}"
+        )
+    return [width] * depth
+
+
 class CNNClassifier(pl.LightningModule):
     """Binary outcome classifier; every constructor argument is a plain hyperparameter.
 
@@ -45,7 +62,7 @@ class CNNClassifier(pl.LightningModule):
         self,
         in_channels: int,
         seq_len: int,
-        channels: list[int] = (32, 64, 64),
+        channels: list[int] | None = (32, 64, 64),
         kernel_size: int | list[int] = 5,
         stride: int | list[int] = 1,
         dilation: int | list[int] = 1,
@@ -59,6 +76,8 @@ class CNNClassifier(pl.LightningModule):
         weight_decay: float = 1e-2,
         scheduler: str = "cosine",
         pos_weight: float = 1.0,
+        depth: int | None = None,
+        width: int | None = None,
     ) -> None:
         super().__init__()
         if scheduler not in SCHEDULERS:
@@ -73,7 +92,7 @@ class CNNClassifier(pl.LightningModule):
         self.net = ConvNet(
             in_channels,
             seq_len,
-            list(channels),
+            layer_widths(channels, depth, width),
             kernel_size,
             stride,
             dilation,

@@ -1,0 +1,38 @@
+"""Summarise a sweep: every trial, best first, as a table and a plot.
+
+    python scripts/summarize_sweep.py outputs/sweeps/patientcnn
+    python scripts/summarize_sweep.py outputs/sweeps/2026-01-01_12-00-00 --minimize
+
+Prints the table and writes summary.csv, summary.md and summary.png (the objective
+against each swept setting) into the sweep folder. The direction is the Optuna
+sweeper's (from multirun.yaml); grid sweeps are maximised unless --minimize is given.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from patientcnn.errors import UserError
+from patientcnn.sweep_summary import shown, summarize, sweep_maximizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/sweeps/...")
+    parser.add_argument("--minimize", action="store_true", help="lower objective is better")
+    args = parser.parse_args()
+    try:
+        maximize = not args.minimize and sweep_maximizes(args.sweep_dir)
+        table, paths = summarize(args.sweep_dir, maximize)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        print(shown(table).drop(columns=["error"], errors="ignore").to_string(index=False))
+    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+
+
+if __name__ == "__main__":
+    main()
