@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 
 from patientcnn.checkpoint import BundleCallback
 from patientcnn.errors import UserError
@@ -59,6 +60,8 @@ def _train(cfg: DictConfig) -> float:
     )
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks.append(BundleCallback(datamodule.bundle_state()))
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
