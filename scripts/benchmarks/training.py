@@ -11,6 +11,7 @@ this is the training epoch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import statistics
 import tempfile
@@ -120,21 +121,20 @@ def fit(cfg: DictConfig, datamodule: PatientDataModule, timer: AlternatingTimer)
     The progress bar is the configured one; it draws to /dev/null, not over the table.
     """
     model = model_for(cfg, datamodule)
-    with execution_whitelist(TRUSTED_TARGETS):
-        progress_bar = instantiate(cfg.callbacks.progress_bar)
+    with (
+        open(os.devnull, "w") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+        execution_whitelist(TRUSTED_TARGETS),
+    ):
         trainer = instantiate(
             cfg.trainer,
             limit_val_batches=0,
             num_sanity_val_steps=0,
             enable_checkpointing=False,
             logger=False,
-            callbacks=[timer, progress_bar],
+            callbacks=[timer, instantiate(cfg.callbacks.progress_bar)],
         )
-    with (
-        open(os.devnull, "w") as sink,
-        contextlib.redirect_stdout(sink),
-        contextlib.redirect_stderr(sink),
-    ):
         trainer.fit(model, datamodule=datamodule)
 
 
@@ -143,11 +143,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare(trainer: str, device: torch.device, quick: bool, folder: str) -> list[dict]:
-    """Best epoch of each and their ratio (the least disturbed epochs of a noisy machine);
-    the JSON also holds every epoch and the median of the per-pair ratios."""
-    epochs = 3 if quick else 6
-    cfg = train_config(trainer, folder, 2_000 if quick else N_PATIENTS, epochs)
+def compare(
+    trainer: str, device: torch.device, n_patients: int, epochs: int, folder: str
+) -> list[dict]:
+    """Best epoch of each after the first and their ratio (the least disturbed epochs of a
+    noisy machine); the JSON also holds every epoch and the median of the per-pair ratios."""
+    cfg = train_config(trainer, folder, n_patients, epochs)
     datamodule = datamodule_for(cfg)
     n_train = len(datamodule.tensors["train"][0])
     timer = AlternatingTimer(RawLoop(cfg, datamodule, device).epoch)
@@ -182,8 +183,10 @@ def compare(trainer: str, device: torch.device, quick: bool, folder: str) -> lis
 
 
 def run(quick: bool) -> list[dict]:
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the table clean
+    n_patients, epochs = (2_000, 3) if quick else (N_PATIENTS, 6)
     with tempfile.TemporaryDirectory() as folder:
-        rows = compare("cpu", torch.device("cpu"), quick, folder)
+        rows = compare("cpu", torch.device("cpu"), n_patients, epochs, folder)
         if torch.cuda.is_available():
-            rows += compare("gpu", torch.device("cuda"), quick, folder)
+            rows += compare("gpu", torch.device("cuda"), n_patients, epochs, folder)
     return rows
