@@ -103,9 +103,9 @@ class CNNClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         """Forward and loss only; the epoch's mean loss is kept on the device, not logged here.
 
-        ``self.log`` in every step costs Lightning bookkeeping per step (about as much as a
-        small model's forward on a CPU) and, shown in the progress bar, a host sync per step
-        on a GPU; one sum on the device and one ``self.log`` per epoch give the same value.
+        ``self.log`` in every step costs Lightning bookkeeping per step (about half of the
+        Python calls it makes per step, see docs/BENCHMARKS.md); one sum on the device and
+        one ``self.log`` per epoch give the same value without a host sync.
         """
         x, valid, y = batch
         loss = self._loss(self(x, valid), y)
