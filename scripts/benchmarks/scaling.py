@@ -19,7 +19,7 @@ from benchmarks._common import best_time, run_with_peak
 
 def run(quick: bool) -> list[dict]:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # keep the table clean
-    sizes = (1_000, 5_000) if quick else (1_000, 10_000, 100_000)
+    sizes = (1_000, 2_000) if quick else (1_000, 10_000, 100_000)
     rows = []
     for n in sizes:
         with tempfile.TemporaryDirectory() as folder:
