@@ -27,6 +27,18 @@ def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
     return min(times)
 
 
+def best_times_interleaved(fns: list[Callable[[], object]], repeat: int = 3) -> list[float]:
+    """Fastest of ``repeat`` runs of each, the functions taking turns (a, b, a, b, ...),
+    so that a burst of load from other processes hits both sides of a ratio alike."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            started = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best
+
+
 def peak_mb(fn: Callable[[], object]) -> float:
     """Peak memory one call adds above what the process held before it, in MB."""
     return run_with_peak(fn)[1]
