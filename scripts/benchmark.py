@@ -74,6 +74,8 @@ def format_row(row: dict) -> str:
         text += f"   x{row['ratio']:.2f}"
     if row.get("peak_mb") is not None:
         text += f"   peak {row['peak_mb']:,.0f} MB"
+    if row.get("gpu_peak_mb") is not None:
+        text += f"   GPU peak {row['gpu_peak_mb']:,.0f} MB"
     return text
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 STATUS = Path("/proc/self/status")
@@ -59,6 +60,15 @@ def run_with_peak(fn: Callable[[], object]) -> tuple[object, float]:
     CLEAR_REFS.write_text("5")
     result = fn()
     return result, max(_status_kb("VmHWM") - before, 0) / 1e3
+
+
+def gpu_peak_mb(fn: Callable[[], object], device: torch.device) -> tuple[object, float | None]:
+    """``fn()``'s result and the most GPU memory torch held during it (None on the CPU)."""
+    if device.type != "cuda":
+        return fn(), None
+    torch.cuda.reset_peak_memory_stats(device)
+    result = fn()
+    return result, torch.cuda.max_memory_allocated(device) / 1e6
 
 
 def _traced(fn: Callable[[], object]) -> tuple[object, float]:

@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import execution_whitelist
 
-from benchmarks._common import ROOT, run_with_peak
+from benchmarks._common import ROOT, gpu_peak_mb, run_with_peak
 from patientcnn.train import TRUSTED_TARGETS, build_model
 
 N_PATIENTS, N_STEPS, N_FEATURES = 20_000, 49, 5
@@ -58,8 +58,12 @@ def run(quick: bool) -> list[dict]:
         valid = torch.ones(n, N_STEPS, dtype=torch.bool, device=device)
         measured = []
         for batch_size in (64, 1024):
-            speed, peak = run_with_peak(
-                partial(patients_per_s, model, x, valid, batch_size, device)
+            (speed, gpu_peak), peak = run_with_peak(
+                partial(
+                    gpu_peak_mb,
+                    partial(patients_per_s, model, x, valid, batch_size, device),
+                    device,
+                )
             )
             measured.append(
                 {
@@ -69,6 +73,7 @@ def run(quick: bool) -> list[dict]:
                     "unit": "patients/s",
                     "patients": n,
                     "peak_mb": peak,
+                    "gpu_peak_mb": gpu_peak,
                     "device": str(device),
                 }
             )

@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig
 
-from benchmarks._common import ROOT, peak_mb
+from benchmarks._common import ROOT, gpu_peak_mb, run_with_peak
 from patientcnn.data.datamodule import PatientDataModule
 from patientcnn.train import TRUSTED_TARGETS, build_model
 
@@ -152,7 +152,9 @@ def compare(
     datamodule = datamodule_for(cfg)
     n_train = len(datamodule.tensors["train"][0])
     timer = AlternatingTimer(RawLoop(cfg, datamodule, device).epoch)
-    peak = peak_mb(lambda: fit(cfg, datamodule, timer))
+    (_, gpu_peak), peak = run_with_peak(
+        lambda: gpu_peak_mb(lambda: fit(cfg, datamodule, timer), device)
+    )
     pairs = list(zip(timer.pipeline, timer.raw, strict=True))[1:]  # the first pair warms up
     setup = (
         f"{n_train:,} train patients x {N_STEPS} steps x {N_FEATURES} features, "
@@ -173,6 +175,7 @@ def compare(
                 "ratio": seconds / min(timer.raw[1:]),
                 "samples_per_s": n_train / seconds,
                 "peak_mb": peak,
+                "gpu_peak_mb": gpu_peak,
                 "setup": setup,
                 "device": str(device),
                 "epoch_seconds": [round(s, 4) for s in epoch_seconds],
