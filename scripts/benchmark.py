@@ -1,6 +1,6 @@
 """Benchmarks of the pipeline, as ratios measured in one run (the machine may be noisy).
 
-    python scripts/benchmark.py [--quick] [--only reshape,...] [--out benchmark.json]
+    python scripts/benchmark.py [--quick] [--only reshape,...] [--threads N] [--out benchmark.json]
 
 Each module in scripts/benchmarks/ is one section: it defines ``run(quick) -> list[dict]``
 whose rows hold at least ``section``, ``case`` and ``value`` with ``unit``; a row may
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -29,7 +30,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--only", default="", help="comma-separated section names")
     parser.add_argument("--out", default="outputs/benchmark.json", help="JSON results file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 is steadier on a shared machine",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     sys.path.insert(0, str(SECTIONS_DIR.parent))
     names = sorted(p.stem for p in SECTIONS_DIR.glob("*.py") if not p.stem.startswith("_"))
@@ -52,7 +61,7 @@ def main() -> None:
         print(f"   ({time.perf_counter() - started:.1f} s)")
         rows += section_rows
 
-    record = {"machine": machine(), "quick": args.quick, "rows": rows}
+    record = {"machine": machine(), "quick": args.quick, "command": sys.argv, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
@@ -65,6 +74,8 @@ def format_row(row: dict) -> str:
         text += f"   x{row['ratio']:.2f}"
     if row.get("peak_mb") is not None:
         text += f"   peak {row['peak_mb']:,.0f} MB"
+    if row.get("gpu_peak_mb") is not None:
+        text += f"   GPU peak {row['gpu_peak_mb']:,.0f} MB"
     return text
 
 
@@ -73,6 +84,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 
 from patientcnn.checkpoint import BundleCallback
 from patientcnn.cross_validation import cross_validate
@@ -73,6 +74,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     callbacks = [
         configured(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c
     ]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks.append(BundleCallback(datamodule.bundle_state()))
     loggers = [configured(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
     trainer: pl.Trainer = configured(

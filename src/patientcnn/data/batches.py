@@ -17,6 +17,26 @@ def to_channels_first(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(0, 2, 1).contiguous()
 
 
+DEVICE_SHARE = 0.5  # the most of an accelerator's free memory the data may take
+
+
+def to_device_if_fits(tensors: tuple[torch.Tensor, ...], device: torch.device) -> tuple:
+    """Copy the whole split to a GPU once, so that no step waits for a host-to-device copy.
+
+    Batches are then sliced on the device and Lightning's per-batch transfer is a no-op.
+    When the split would take more than ``DEVICE_SHARE`` of the free GPU memory (which the
+    model's activations also need), or the device is the CPU, the tensors stay where they
+    are and each batch is copied as it is served.
+    """
+    if device.type != "cuda" or all(t.device == device for t in tensors):
+        return tensors
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    free, _ = torch.cuda.mem_get_info(device)
+    if size > DEVICE_SHARE * free:
+        return tensors
+    return tuple(t.to(device) for t in tensors)
+
+
 class TensorBatches:
     """Serve whole batches by indexing tensors once per batch.
 

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from sklearn.metrics import roc_auc_score
 
-from patientcnn.data.batches import TensorBatches, to_channels_first
+from patientcnn.data.batches import TensorBatches, to_channels_first, to_device_if_fits
 from patientcnn.data.cohort import Cohort, load_cohort
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec
@@ -72,6 +72,7 @@ class PatientDataModule(pl.LightningDataModule):
         self.index: dict[str, np.ndarray] = {}
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.cohort: Cohort | None = None
+        self.placed: dict[tuple[str, str], tuple[torch.Tensor, ...]] = {}  # split, device
 
     def prepare_data(self) -> None:
         if self.synthetic is None:
@@ -169,8 +170,16 @@ class PatientDataModule(pl.LightningDataModule):
         return float(roc_auc_score(self.cohort.y[idx], risk.reindex(self.cohort.arrays.ids[idx])))
 
     def _batches(self, split: str, shuffle: bool = False) -> TensorBatches:
+        """Batches of ``split``, served from the trainer's GPU when the split fits there."""
+        tensors = self.tensors[split]
+        if self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            key = (split, str(device))
+            if key not in self.placed:
+                self.placed[key] = to_device_if_fits(tensors, device)
+            tensors = self.placed[key]
         return TensorBatches(
-            self.tensors[split], self.batch_size, shuffle=shuffle, seed=self.split_args["seed"]
+            tensors, self.batch_size, shuffle=shuffle, seed=self.split_args["seed"]
         )
 
     def train_dataloader(self) -> TensorBatches:

@@ -106,6 +106,8 @@ class CNNClassifier(pl.LightningModule):
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)), persistent=False)
         self.val_metrics = classification_metrics("val/")
         self.test_metrics = classification_metrics("test/")
+        self.train_loss_sum = torch.zeros(())  # reset on the model's device every epoch
+        self.train_count = 0
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return self.net(x, valid)
@@ -113,17 +115,40 @@ class CNNClassifier(pl.LightningModule):
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight)
 
+    def on_train_epoch_start(self) -> None:
+        self.train_loss_sum = torch.zeros((), device=self.device)
+        self.train_count = 0
+        self.first_bad_step = torch.full((), -1, device=self.device)  # first non-finite loss
+        self.first_bad_loss = torch.zeros((), device=self.device)
+
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """Forward and loss only; the epoch's mean loss is kept on the device, not logged here.
+
+        ``self.log`` in every step costs Lightning bookkeeping per step (about half of the
+        Python calls it makes per step, see docs/BENCHMARKS.md); one sum on the device and
+        one ``self.log`` per epoch give the same value without a host sync.
+        """
         x, valid, y = batch
         loss = self._loss(self(x, valid), y)
-        if not torch.isfinite(loss):  # continuing would only train on NaN weights
-            raise UserError(
-                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step "
-                f"{self.global_step} (batch {batch_idx}); lower model.lr, use "
-                "trainer.precision=32-true, or check the inputs for extreme values"
-            )
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.train_loss_sum += loss.detach() * len(y)
+        self.train_count += len(y)
+        bad = ~torch.isfinite(loss.detach()) & (self.first_bad_step < 0)  # no host sync
+        self.first_bad_step = torch.where(bad, self.global_step, self.first_bad_step)
+        self.first_bad_loss = torch.where(bad, loss.detach(), self.first_bad_loss)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Stop on a non-finite loss (one check per epoch): further epochs train on NaN."""
+        step = int(self.first_bad_step)
+        if step >= 0:
+            raise UserError(
+                f"the training loss became {float(self.first_bad_loss)} at epoch "
+                f"{self.current_epoch}, step "
+                f"{step}; lower model.lr, use trainer.precision=32-true, or check the inputs "
+                "for extreme values"
+            )
+        if self.train_count:
+            self.log("train/loss", self.train_loss_sum / self.train_count, prog_bar=True)
 
     def _evaluate(
         self, batch: tuple[torch.Tensor, ...], metrics: MetricCollection, stage: str
