@@ -10,6 +10,7 @@ Peak memory follows the partition size (``chunk_rows``), not the file size.
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,7 +111,7 @@ def _partition(
     except UserError:
         raise
     except Exception as err:
-        raise UserError(f"{path}: cannot be read as a table ({_reason(err)})") from err
+        raise UserError(_streaming_error(path, err)) from err
     finally:
         for writer in writers.values():
             writer.close()
@@ -135,6 +136,19 @@ def _batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
     yield from reader
 
 
+def _streaming_error(path: Path, err: Exception) -> str:
+    """A reader failure as a message naming the column but never the value (patient data)."""
+    found = re.search(r"column #(\d+): CSV conversion error to (\w+)", str(err))
+    if found:
+        column = table_columns(path)[int(found.group(1))]
+        kind = "a number" if found.group(2) in ("double", "float") else found.group(2)
+        return (
+            f"{path}: column '{column}' holds a value that is not {kind} (found while "
+            "streaming the file in chunks, where rows are not numbered)"
+        )
+    return f"{path}: cannot be read as a table ({_reason(err)})"
+
+
 def _is_parquet(path: Path) -> bool:
     return path.name.lower().endswith(PARQUET_SUFFIXES)
 
@@ -144,5 +158,7 @@ def _sep(path: Path) -> str:
 
 
 def _reason(err: Exception) -> str:
+    """The reader's first line, with anything quoted (it may be a value) blanked out."""
     text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:200]
+    text = text.splitlines()[0] if text else type(err).__name__
+    return re.sub(r"'[^']*'", "'...'", text)[:200]

@@ -33,7 +33,7 @@ def choose_threshold(
         raise UserError(
             f"threshold.rule={rule} needs validation patients of both outcomes; use rule=fixed"
         )
-    fpr, tpr, thresholds = roc_curve(y, probabilities)
+    fpr, tpr, thresholds = roc_curve(y, probabilities, drop_intermediate=False)
     finite = np.isfinite(thresholds)  # the first threshold is +inf: nobody positive
     fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
     if rule == "youden":
