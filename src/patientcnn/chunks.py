@@ -9,6 +9,7 @@ Peak memory follows the partition size (``chunk_rows``), not the file size.
 
 from __future__ import annotations
 
+import gzip
 import math
 import re
 import tempfile
@@ -45,13 +46,17 @@ def table_columns(path: str | Path) -> list[str]:
 
 
 def estimated_rows(path: Path) -> int:
-    """Parquet: the exact row count from the footer; CSV: an estimate from the file size."""
+    """Parquet: the exact row count from the footer; CSV: an estimate from the first MB."""
     if _is_parquet(path):
         return pq.ParquetFile(path).metadata.num_rows
-    with open(path, "rb") as f:
+    compressed = path.name.lower().endswith(".gz")
+    with (gzip.open if compressed else open)(path, "rb") as f:
         sample = f.read(1 << 20)
-    lines = max(sample.count(b"\n"), 1)
-    return int(path.stat().st_size / (len(sample) / lines))
+        consumed = f.fileobj.tell() if compressed else len(sample)  # bytes of the file read
+    lines = sample.count(b"\n")
+    if len(sample) < 1 << 20:  # the whole file was read
+        return lines
+    return int(path.stat().st_size / max(consumed, 1) * lines)
 
 
 @contextmanager
