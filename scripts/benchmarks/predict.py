@@ -74,8 +74,15 @@ def read_and_forward(path: Path, model: torch.nn.Module, x: torch.Tensor, valid:
 
 
 def peak_rss_mb(code: str) -> float:
-    """Peak resident memory of a fresh Python process running ``code``, in MB."""
-    script = f"{code}\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Peak resident memory of a fresh Python process running ``code``, in MB.
+
+    Read from VmHWM, which belongs to the new process image; ``ru_maxrss`` would keep the
+    high-water mark of this (large) process that forked it.
+    """
+    script = (
+        f"{code}\nimport re, pathlib\n"
+        "print(re.search(r'VmHWM:\\s+(\\d+)', pathlib.Path('/proc/self/status').read_text())[1])"
+    )
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
