@@ -103,6 +103,7 @@ def run(quick: bool) -> list[dict]:
         model = CNNClassifier(len(FEATURES), STEPS).eval().to(resolve_device("auto"))
         x = torch.randn(n_patients, len(FEATURES), STEPS)
         valid = torch.ones(n_patients, STEPS, dtype=torch.bool)
+        batched_logits(model, x[:1024], valid[:1024], 1024, resolve_device("auto"))  # warm-up
         cases = [
             (
                 "read file + raw forward (reference)",

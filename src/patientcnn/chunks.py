@@ -126,7 +126,11 @@ def _partition(
 
 def _batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
     if _is_parquet(path):
-        yield from pq.ParquetFile(path).iter_batches(batch_size=1 << 18, columns=columns)
+        # one row group at a time: iter_batches over the whole file buffers ahead, and its
+        # peak memory grew with the file
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(group, columns=columns).to_batches(1 << 18)
         return
     reader = pacsv.open_csv(
         path,
