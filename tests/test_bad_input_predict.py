@@ -19,10 +19,6 @@ from cli_batch import run_batch
 from conftest import ROOT
 from test_bad_input import SENTINEL, edited, fingerprint, labels, measurements, tables
 
-pytestmark = pytest.mark.skipif(
-    not (ROOT / "scripts" / "predict.py").exists(), reason="needs scripts/predict.py (issue 4)"
-)
-
 
 class Payload:
     """Unpickling this object creates a folder: the stand-in for arbitrary code."""

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from patientcnn.errors import UserError
+from patientcnn.files import atomic_write
 from patientcnn.models.classifier import CNNClassifier
 
 BUNDLE_KEY = "patientcnn"
@@ -59,6 +60,31 @@ class Bundle:
                 f"({str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__})"
             ) from err
         return model.eval()
+
+
+def save_bundle(path: str | Path, model: CNNClassifier, data: dict, threshold: float = 0.5) -> Path:
+    """A checkpoint that ``load_bundle`` reads, for a model built in code rather than by
+    ``train.py`` (benchmarks, tests, models trained elsewhere)."""
+    raw = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        BUNDLE_KEY: {"version": BUNDLE_VERSION, "data": data, "threshold": float(threshold)},
+    }
+    return atomic_write(path, lambda tmp: torch.save(raw, tmp))
+
+
+def store_threshold(path: str | Path, threshold: float, rule: str) -> None:
+    """Rewrite a saved checkpoint's bundle with the threshold chosen after training.
+
+    The threshold is chosen only once the best weights are known, after Lightning has
+    written the file; the rewrite goes through a temporary file, so the checkpoint is
+    never half-written.
+    """
+    path = Path(path)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    raw[BUNDLE_KEY]["threshold"] = float(threshold)
+    raw[BUNDLE_KEY]["threshold_rule"] = rule
+    atomic_write(path, lambda tmp: torch.save(raw, tmp))
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -12,12 +12,14 @@ from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
-from patientcnn.checkpoint import BundleCallback
+from patientcnn.checkpoint import BundleCallback, store_threshold
 from patientcnn.cross_validation import cross_validate
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
+from patientcnn.inference import batched_logits
 from patientcnn.models.conv import format_shape_table
 from patientcnn.report.training import report_training_run
+from patientcnn.threshold import choose_threshold
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +101,10 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     ceiling = datamodule.ceiling_auroc("test")
     if ceiling is not None:
         metrics["test/ceiling_auroc"] = ceiling
+    threshold = select_threshold(cfg, model, datamodule, best)
     record = {
         "metrics": metrics,
+        "threshold": threshold,
         "checkpoint": best,
         "epochs": trainer.current_epoch,
         "cohort": summary,
@@ -110,6 +114,34 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     log.info("best checkpoint: %s", best or "(none saved)")
     log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     return metrics
+
+
+def select_threshold(cfg: DictConfig, model, datamodule, best: str) -> dict:
+    """Choose the decision threshold on the validation split with the best weights (which
+    ``trainer.test`` has just loaded into ``model``) and store it in the best checkpoint."""
+    settings = {"rule": "fixed", "value": 0.5, "sensitivity": 0.9, **cfg.get("threshold", {})}
+    x, valid, y = datamodule.tensors["val"]
+    device = next(model.parameters()).device
+    logits = batched_logits(model, x, valid, datamodule.batch_size, device)
+    y_val = y.numpy().astype(int)
+    value = choose_threshold(y_val, torch.sigmoid(logits).numpy(), **settings)
+    predicted = torch.sigmoid(logits).numpy() >= value
+    chosen = {
+        "rule": settings["rule"],
+        "value": value,
+        "val_sensitivity": float(predicted[y_val == 1].mean()),
+        "val_specificity": float((~predicted[y_val == 0]).mean()),
+    }
+    if best:
+        store_threshold(best, value, settings["rule"])
+    log.info(
+        "threshold %.4f (rule %s): validation sensitivity %.3f, specificity %.3f",
+        value,
+        settings["rule"],
+        chosen["val_sensitivity"],
+        chosen["val_specificity"],
+    )
+    return chosen
 
 
 def build_model(model_cfg: DictConfig, in_channels: int, seq_len: int, pos_weight: float):

@@ -1,0 +1,43 @@
+"""External validation: training's metrics on a new labelled cohort, checkpoint alone.
+
+python scripts/evaluate.py checkpoint=.../best.ckpt data.measurements=m.csv data.labels=y.csv
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from patientcnn.checkpoint import load_bundle
+from patientcnn.cli import report_user_errors
+from patientcnn.errors import UserError
+from patientcnn.evaluate import evaluate_cohort
+from patientcnn.files import write_json
+
+log = logging.getLogger("patientcnn.evaluate")
+
+
+@hydra.main(config_path="../configs", config_name="evaluate")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    target = Path(cfg.paths.output_dir) / "metrics.json"
+    if target.exists() and not cfg.overwrite:
+        raise UserError(f"{target} already exists; pass overwrite=true to replace it")
+    result = evaluate_cohort(
+        load_bundle(cfg.checkpoint),
+        cfg.data.measurements,
+        cfg.data.labels,
+        label_col=cfg.data.label_col,
+        positive_label=cfg.data.positive_label,
+        threshold=cfg.threshold,
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+    )
+    write_json(target, result.record(cfg.checkpoint, cfg.data.measurements), cfg.overwrite)
+    log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items())))
+    log.info("wrote %s", target)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Score new patients with a trained checkpoint alone (see README, "Scoring new patients").
+
+    python scripts/predict.py checkpoint=outputs/runs/.../checkpoints/best.ckpt \
+        input=new.csv output=predictions.csv [threshold=0.3] [overwrite=true]
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from patientcnn.cli import report_user_errors
+from patientcnn.predict import predict_file
+
+
+@hydra.main(config_path="../configs", config_name="predict")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    predict_file(
+        cfg.checkpoint,
+        cfg.input,
+        cfg.output,
+        threshold=cfg.threshold,
+        overwrite=cfg.overwrite,
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+        chunk_rows=cfg.chunk_rows,
+        tmp_dir=cfg.tmp_dir,
+        progress=cfg.progress,
+    )
+
+
+if __name__ == "__main__":
+    main()

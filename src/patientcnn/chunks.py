@@ -1,0 +1,173 @@
+"""Splitting a long table into chunks of whole patients, in bounded memory.
+
+A small file is one chunk: the file itself. A large one is streamed once (Parquet row
+groups or CSV blocks, never the whole file) and each row goes to one of several
+temporary Parquet files chosen by a hash of its patient id, so every patient lands
+wholly in one partition whatever the row order; each partition is then read on its own.
+Peak memory follows the partition size (``chunk_rows``), not the file size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from patientcnn.data.tables import CSV_SUFFIXES, PARQUET_SUFFIXES
+from patientcnn.errors import UserError
+
+CSV_BLOCK_BYTES = 16 << 20  # pyarrow CSV block: rows arrive about this many bytes at a time
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """The column names of a CSV or Parquet file, reading only its header or schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        if _is_parquet(path):
+            return [str(c) for c in pq.read_schema(path).names]
+        if path.name.lower().endswith(CSV_SUFFIXES):
+            return [str(c) for c in pd.read_csv(path, sep=_sep(path), nrows=0).columns]
+    except Exception as err:  # the readers raise many types; all mean "cannot parse"
+        raise UserError(f"{path}: cannot be read as a table ({_reason(err)})") from err
+    raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
+
+
+def estimated_rows(path: Path) -> int:
+    """Parquet: the exact row count from the footer; CSV: an estimate from the first MB."""
+    if _is_parquet(path):
+        return pq.ParquetFile(path).metadata.num_rows
+    compressed = path.name.lower().endswith(".gz")
+    with (gzip.open if compressed else open)(path, "rb") as f:
+        sample = f.read(1 << 20)
+        consumed = f.fileobj.tell() if compressed else len(sample)  # bytes of the file read
+    lines = sample.count(b"\n")
+    if len(sample) < 1 << 20:  # the whole file was read
+        return lines
+    return int(path.stat().st_size / max(consumed, 1) * lines)
+
+
+@contextmanager
+def patient_chunks(
+    path: str | Path,
+    id_col: str,
+    time_col: str,
+    features: list[str],
+    chunk_rows: int,
+    tmp_dir: str | Path | None = None,
+    progress: bool = False,
+) -> Iterator[list[Path]]:
+    """Yield files that each hold whole patients: ``[path]`` itself when it is small.
+
+    Only the id, time and feature columns are copied into the partitions, features as
+    floats. The temporary files are removed on exit, also after an error.
+    """
+    path = Path(path)
+    rows = estimated_rows(path)
+    if rows <= chunk_rows:
+        yield [path]
+        return
+    n_parts = max(2, math.ceil(rows / chunk_rows))
+    with tempfile.TemporaryDirectory(prefix="patientcnn-chunks-", dir=tmp_dir) as folder:
+        yield _partition(
+            path, id_col, [id_col, time_col, *features], n_parts, Path(folder), rows, progress
+        )
+
+
+def _partition(
+    path: Path,
+    id_col: str,
+    columns: list[str],
+    n_parts: int,
+    folder: Path,
+    rows: int,
+    progress: bool,
+) -> list[Path]:
+    writers: dict[int, pq.ParquetWriter] = {}
+    bar = tqdm(total=rows, unit="rows", desc="partitioning", disable=not progress, leave=False)
+    try:
+        for batch in _batches(path, columns):
+            ids = batch.column(columns.index(id_col)).to_pandas()
+            parts = pd.util.hash_array(ids.astype(str).to_numpy(dtype=object)) % n_parts
+            order = np.argsort(parts, kind="stable")
+            sorted_parts = parts[order]
+            table = pa.Table.from_batches([batch]).take(pa.array(order))
+            bounds = np.flatnonzero(np.diff(sorted_parts)) + 1
+            for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(order)], strict=True):
+                part = int(sorted_parts[start])
+                if part not in writers:
+                    writers[part] = pq.ParquetWriter(
+                        folder / f"part-{part:05d}.parquet", table.schema
+                    )
+                writers[part].write_table(table.slice(start, stop - start))
+            bar.update(batch.num_rows)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(_streaming_error(path, err)) from err
+    finally:
+        for writer in writers.values():
+            writer.close()
+        bar.close()
+    return sorted(folder.glob("part-*.parquet"))
+
+
+def _batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    if _is_parquet(path):
+        # one row group at a time: iter_batches over the whole file buffers ahead, and its
+        # peak memory grew with the file
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(group, columns=columns).to_batches(1 << 18)
+        return
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        parse_options=pacsv.ParseOptions(delimiter=_sep(path)),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=columns,
+            # a feature whose first block holds only integers may hold decimals later
+            column_types={c: pa.float64() for c in columns[2:]},
+        ),
+    )
+    yield from reader
+
+
+def _streaming_error(path: Path, err: Exception) -> str:
+    """A reader failure as a message naming the column but never the value (patient data)."""
+    found = re.search(r"column #(\d+): CSV conversion error to (\w+)", str(err))
+    if found:
+        column = table_columns(path)[int(found.group(1))]
+        kind = "a number" if found.group(2) in ("double", "float") else found.group(2)
+        return (
+            f"{path}: column '{column}' holds a value that is not {kind} (found while "
+            "streaming the file in chunks, where rows are not numbered)"
+        )
+    return f"{path}: cannot be read as a table ({_reason(err)})"
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(PARQUET_SUFFIXES)
+
+
+def _sep(path: Path) -> str:
+    return "\t" if path.name.lower().endswith(".tsv") else ","
+
+
+def _reason(err: Exception) -> str:
+    """The reader's first line, with anything quoted (it may be a value) blanked out."""
+    text = str(err).strip()
+    text = text.splitlines()[0] if text else type(err).__name__
+    return re.sub(r"'[^']*'", "'...'", text)[:200]

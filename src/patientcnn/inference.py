@@ -1,0 +1,106 @@
+"""From a checkpoint bundle to probabilities: the preparation and forward pass inference shares.
+
+Everything comes from the bundle (column names, grid, preprocessing statistics, feature
+order, weights), never from a training config or training data. The grid and
+preprocessor are rebuilt from their stored state, so fields added to them later flow
+through unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from patientcnn.checkpoint import Bundle
+from patientcnn.data.batches import to_channels_first
+from patientcnn.data.preprocess import Preprocessor
+from patientcnn.data.reshape import GridSpec, PatientArrays
+from patientcnn.errors import UserError
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' is the GPU when there is one, else the CPU; anything else as torch names it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise UserError(
+            f"device={device!r} is not a device name (auto, cpu, cuda, cuda:1)"
+        ) from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={device!r} but no GPU is available; use device=auto or cpu")
+    return resolved
+
+
+@torch.inference_mode()
+def batched_logits(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Logits (N,) on the CPU for (N, C, L) inputs, one batch at a time on ``device``."""
+    model.eval()
+    parts = [
+        model(x[i : i + batch_size].to(device), valid[i : i + batch_size].to(device)).float().cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+@dataclass
+class Scorer:
+    """A trained model with the exact data preparation it was trained with."""
+
+    model: torch.nn.Module
+    preprocessor: Preprocessor
+    grid: GridSpec
+    columns: dict[str, str]
+    seq_len: int
+    device: torch.device
+    batch_size: int = 1024
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, device: str = "auto", batch_size: int = 1024) -> Scorer:
+        if int(batch_size) < 1:
+            raise UserError(f"batch_size must be a positive integer, got {batch_size}")
+        seq_len = int(bundle.hparams["seq_len"])
+        grid = GridSpec(**bundle.data["grid"])
+        if grid.length is None:  # training padded every stay to its longest one: seq_len
+            grid = dataclasses.replace(grid, length=seq_len)
+        resolved = resolve_device(device)
+        return cls(
+            model=bundle.build_model().to(resolved),
+            preprocessor=Preprocessor.from_state(bundle.data["preprocessor"]),
+            grid=grid,
+            columns=dict(bundle.data["columns"]),
+            seq_len=seq_len,
+            device=resolved,
+            batch_size=int(batch_size),
+        )
+
+    @property
+    def features(self) -> list[str]:
+        """The raw input columns the model needs, in the training order."""
+        return list(self.preprocessor.features)
+
+    def logits(self, arrays: PatientArrays) -> np.ndarray:
+        """(N,) logits for reshaped patients, prepared with the training statistics."""
+        if arrays.x.shape[1] != self.seq_len:
+            raise UserError(
+                f"the grid gave {arrays.x.shape[1]} time steps but the model was trained on "
+                f"{self.seq_len}; the checkpoint's grid settings do not match its model"
+            )
+        x = to_channels_first(self.preprocessor.transform(arrays.x, arrays.valid))
+        valid = torch.from_numpy(np.ascontiguousarray(arrays.valid))
+        return batched_logits(self.model, x, valid, self.batch_size, self.device).numpy()
+
+
+def unusable(arrays: PatientArrays) -> np.ndarray:
+    """(N,) bool: patients without a single observed value on the model's grid."""
+    return np.isnan(arrays.x).all(axis=(1, 2))

@@ -1,0 +1,203 @@
+"""Batch scoring: a long table of new patients in, one row per patient out, checkpoint alone.
+
+The output holds the id column, ``probability`` and ``predicted_label`` (1 when the
+probability reaches the threshold stored in the checkpoint, or the one given). Patients
+without a single observed value of the model's features get no row; they are listed in
+a warning. Large inputs are scored in chunks of whole patients (see
+``patientcnn.chunks``), so rows of one patient may lie anywhere in the file and memory
+does not grow with the file; the output is then ordered by chunk, then by id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from patientcnn.checkpoint import load_bundle
+from patientcnn.chunks import patient_chunks, table_columns
+from patientcnn.data.cohort import load_measurements
+from patientcnn.errors import UserError
+from patientcnn.files import atomic_write
+from patientcnn.inference import Scorer, unusable
+
+log = logging.getLogger(__name__)
+
+OUTPUT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+SHOWN_IDS = 10  # patients named in a warning; the count is always given
+
+
+@dataclass
+class PredictionSummary:
+    output: Path
+    patients: int
+    predicted_positive: int
+    skipped: list  # ids of patients without usable measurements
+    threshold: float
+
+
+def predict_file(
+    checkpoint: str | Path,
+    input: str | Path,
+    output: str | Path,
+    threshold: float | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    batch_size: int = 1024,
+    chunk_rows: int = 2_000_000,
+    tmp_dir: str | Path | None = None,
+    progress: bool = True,
+) -> PredictionSummary:
+    """Score every patient of ``input`` with the checkpoint and write ``output`` atomically."""
+    output = Path(output)
+    fmt = output_format(output)
+    if output.exists() and not overwrite:
+        raise UserError(f"{output} already exists; pass overwrite=true to replace it")
+    bundle = load_bundle(checkpoint)
+    threshold = check_threshold(bundle.threshold if threshold is None else threshold)
+    scorer = Scorer.from_bundle(bundle, device=device, batch_size=batch_size)
+    check_input_columns(Path(input), scorer)
+    if int(chunk_rows) < 1:
+        raise UserError(f"chunk_rows must be a positive integer, got {chunk_rows}")
+
+    counts = {"patients": 0, "positive": 0}
+    skipped: list = []
+
+    def write(tmp: Path) -> None:
+        sink = _Sink(tmp, fmt, scorer.columns["id_col"])
+        bar = None  # opened once the first chunk has passed validation: errors print alone
+        try:
+            for arrays in _read_chunks(Path(input), scorer, int(chunk_rows), tmp_dir, progress):
+                bar = bar or tqdm(total=0, unit="patients", desc="scoring", disable=not progress)
+                empty = unusable(arrays)
+                skipped.extend(arrays.ids[empty].tolist())
+                kept = arrays.subset(np.flatnonzero(~empty))
+                bar.total += len(kept.ids)
+                probability = 1.0 / (1.0 + np.exp(-scorer.logits(kept).astype(np.float64)))
+                label = (probability >= threshold).astype(np.int8)
+                sink.write(kept.ids, probability, label)
+                counts["patients"] += len(kept.ids)
+                counts["positive"] += int(label.sum())
+                bar.update(len(kept.ids))
+        finally:
+            if bar is not None:
+                bar.close()
+            sink.close()
+
+    atomic_write(output, write, overwrite=overwrite)
+    if skipped:
+        warn_skipped(skipped, Path(input), "get no prediction")
+    log.info(
+        "wrote %d patients to %s (%d predicted positive at threshold %.4f)",
+        counts["patients"],
+        output,
+        counts["positive"],
+        threshold,
+    )
+    return PredictionSummary(output, counts["patients"], counts["positive"], skipped, threshold)
+
+
+def output_format(path: Path) -> str:
+    fmt = OUTPUT_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: output must end in .csv, .parquet or .pq")
+    return fmt
+
+
+def check_threshold(value: float) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise UserError(f"threshold must be a probability between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def check_input_columns(path: Path, scorer: Scorer, expected: tuple[str, ...] = ()) -> None:
+    """Needed columns must exist (all missing features named at once); extras get a note."""
+    columns = table_columns(path)
+    id_col, time_col = scorer.columns["id_col"], scorer.columns["time_col"]
+    for role, name in (("id", id_col), ("time", time_col)):
+        if name not in columns:
+            raise UserError(
+                f"{path}: no {role} column '{name}' (the checkpoint's {role} column); columns "
+                f"are: {', '.join(columns[:20])}{' ...' if len(columns) > 20 else ''}"
+            )
+    missing = [f for f in scorer.features if f not in columns]
+    if missing:
+        raise UserError(
+            f"{path}: the model needs feature column(s) that are missing: {', '.join(missing)}"
+        )
+    extra = [c for c in columns if c not in {id_col, time_col, *scorer.features, *expected}]
+    if extra:
+        log.info("%s: ignoring column(s) the model does not use: %s", path, ", ".join(extra))
+
+
+def warn_skipped(ids: list, path: Path, consequence: str) -> None:
+    shown = ", ".join(map(str, ids[:SHOWN_IDS])) + (" ..." if len(ids) > SHOWN_IDS else "")
+    log.warning(
+        "%d patient(s) in %s have no observed value of any model feature and %s: %s",
+        len(ids),
+        path,
+        consequence,
+        shown,
+    )
+
+
+def _read_chunks(
+    path: Path, scorer: Scorer, chunk_rows: int, tmp_dir: str | Path | None, progress: bool
+):
+    """Reshaped patients, one chunk of whole patients at a time."""
+    id_col, time_col = scorer.columns["id_col"], scorer.columns["time_col"]
+    with patient_chunks(
+        path, id_col, time_col, scorer.features, chunk_rows, tmp_dir, progress
+    ) as files:
+        for part in files:
+            try:
+                arrays, _ = load_measurements(part, id_col, time_col, scorer.features, scorer.grid)
+            except UserError as err:
+                if part == path:
+                    raise
+                raise UserError(_in_original_file(str(err), part, path)) from err
+            yield arrays
+
+
+def _in_original_file(message: str, part: Path, path: Path) -> str:
+    """A message about a temporary partition, restated for the user's file (row numbers of
+    a partition mean nothing to the user, the patient does)."""
+    message = message.replace(str(part), str(path))
+    return re.sub(r"in row \d+ \(patient ([^)]*)\)", r"in a row of patient \1", message)
+
+
+class _Sink:
+    """Appends one chunk of results at a time to a CSV or Parquet file."""
+
+    def __init__(self, path: Path, fmt: str, id_col: str) -> None:
+        self.path, self.fmt, self.id_col = path, fmt, id_col
+        self.parquet: pq.ParquetWriter | None = None
+        self.started = False
+
+    def write(self, ids: np.ndarray, probability: np.ndarray, label: np.ndarray) -> None:
+        frame = pd.DataFrame(
+            {self.id_col: ids, "probability": probability, "predicted_label": label}
+        )
+        if self.fmt == "csv":
+            mode, header = ("a", False) if self.started else ("w", True)
+            frame.to_csv(self.path, mode=mode, header=header, index=False)
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self.parquet is None:
+                self.parquet = pq.ParquetWriter(self.path, table.schema)
+            self.parquet.write_table(table.cast(self.parquet.schema))
+        self.started = True
+
+    def close(self) -> None:
+        """Finish the file; with no patient at all it still gets its header."""
+        if not self.started:
+            self.write(np.array([], dtype=object), np.array([]), np.array([], dtype=np.int8))
+        if self.parquet is not None:
+            self.parquet.close()

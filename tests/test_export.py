@@ -1,0 +1,92 @@
+"""Exported models (ONNX, TorchScript) give PyTorch's probabilities for any batch size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from patientcnn.checkpoint import load_bundle, save_bundle
+from patientcnn.data.preprocess import Preprocessor
+from patientcnn.data.reshape import GridSpec
+from patientcnn.errors import UserError
+from patientcnn.export import export_checkpoint
+from patientcnn.models.classifier import CNNClassifier
+
+FEATURES = ["hr", "map", "spo2"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A model with non-trivial batch-norm statistics, saved as a bundle without training."""
+    torch.manual_seed(0)
+    preprocessor = Preprocessor(missing_indicators=True).fit(
+        np.random.default_rng(0).normal(size=(20, 16, 3)), FEATURES
+    )
+    channels = preprocessor.output_features
+    model = CNNClassifier(len(channels), 16, channels=[8, 8], kernel_size=3, dilation=[1, 2])
+    model.train()
+    with torch.no_grad():
+        for _ in range(5):
+            model(torch.randn(32, len(channels), 16) * 3 + 1, torch.ones(32, 16, dtype=torch.bool))
+    data = {
+        "columns": {"id_col": "patient_id", "time_col": "time", "label_col": "label"},
+        "grid": GridSpec().state(),
+        "preprocessor": preprocessor.state(),
+        "input_channels": channels,
+    }
+    return save_bundle(tmp_path_factory.mktemp("model") / "model.ckpt", model.eval(), data, 0.3)
+
+
+def inputs(batch: int, channels: int = 6, length: int = 16, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, length, generator=generator)
+    valid = torch.ones(batch, length, dtype=torch.bool)
+    valid[0, 11:] = False  # a short stay, padded at the end
+    return x, valid
+
+
+def reference(checkpoint, x, valid) -> np.ndarray:
+    with torch.no_grad():
+        return torch.sigmoid(load_bundle(checkpoint).build_model()(x, valid)).numpy()
+
+
+def test_onnx_matches_pytorch_for_any_batch_size(checkpoint, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    path = export_checkpoint(checkpoint, "onnx", tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path))
+    assert [i.name for i in session.get_inputs()] == ["x", "valid"]
+    for batch in (1, 7, 64):
+        x, valid = inputs(batch)
+        (got,) = session.run(None, {"x": x.numpy(), "valid": valid.numpy()})
+        assert got.shape == (batch,)
+        np.testing.assert_allclose(got, reference(checkpoint, x, valid), atol=1e-5, rtol=0)
+    side = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert side["input_channels"] == ["hr", "map", "spo2", *(f"{f}__observed" for f in FEATURES)]
+    assert side["threshold"] == 0.3 and side["inputs"]["x"] == ["N", 6, 16]
+
+
+def test_torchscript_cli_matches_pytorch_and_keeps_existing_files(checkpoint, tmp_path):
+    out = tmp_path / "model.pt"
+    args = ("scripts/export.py", f"checkpoint={checkpoint}", "format=torchscript", f"output={out}")
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = torch.jit.load(str(out))
+    for batch in (1, 9):
+        x, valid = inputs(batch, seed=batch)
+        with torch.no_grad():
+            np.testing.assert_allclose(
+                loaded(x, valid).numpy(), reference(checkpoint, x, valid), atol=1e-5, rtol=0
+            )
+    before = out.read_bytes()
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and "overwrite=true" in proc.stderr
+    assert "Traceback" not in proc.stderr and out.read_bytes() == before
+
+
+def test_unknown_format_is_a_user_error(checkpoint, tmp_path):
+    with pytest.raises(UserError, match="format must be one of onnx, torchscript"):
+        export_checkpoint(checkpoint, "tflite", tmp_path / "m.tflite")
