@@ -14,6 +14,7 @@ from patientcnn.cli import report_user_errors
 from patientcnn.errors import UserError
 from patientcnn.evaluate import evaluate_cohort
 from patientcnn.files import write_json
+from patientcnn.report import write_report
 
 log = logging.getLogger("patientcnn.evaluate")
 
@@ -34,7 +35,22 @@ def main(cfg: DictConfig) -> None:
         device=cfg.device,
         batch_size=cfg.batch_size,
     )
-    write_json(target, result.record(cfg.checkpoint, cfg.data.measurements), cfg.overwrite)
+    record = result.record(cfg.checkpoint, cfg.data.measurements)
+    if cfg.report.enabled:
+        folder = Path(cfg.paths.output_dir) / "report"
+        record["confidence_intervals"] = write_report(
+            folder,
+            result.labels,
+            result.probabilities,
+            result.threshold,
+            f"External evaluation of {Path(cfg.checkpoint).name} on {cfg.data.measurements}",
+            n_resamples=cfg.report.resamples,
+            seed=cfg.report.seed,
+            level=cfg.report.level,
+        )
+        record["report"] = str(folder / "report.html")
+        log.info("evaluation report: %s", record["report"])
+    write_json(target, record, cfg.overwrite)
     log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items())))
     log.info("wrote %s", target)
 

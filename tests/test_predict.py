@@ -101,9 +101,15 @@ def test_agrees_with_the_in_training_test_metrics(trained, tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = read_metrics(tmp_path / "eval")["metrics"]
+    record = read_metrics(tmp_path / "eval")
+    metrics = record["metrics"]
     for name in ("auroc", "auprc", "accuracy", "f1", "brier", "loss"):
         assert metrics[name] == pytest.approx(trained_metrics[f"test/{name}"], abs=1e-5), name
+    # the external evaluation leaves a report whose numbers are those of metrics.json
+    assert (tmp_path / "eval" / "report" / "report.html").exists()
+    cnn = record["confidence_intervals"]["models"]["cnn"]["auroc"]
+    assert cnn["value"] == pytest.approx(metrics["auroc"], abs=1e-6)
+    assert cnn["low"] <= cnn["value"] <= cnn["high"]
     # the prediction path gives the same probabilities
     summary = predict_file(
         trained / "model.ckpt", trained / "test_m.csv", tmp_path / "p.parquet", progress=False
