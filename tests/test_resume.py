@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, read_metrics, run_cli, train_run
+from conftest import ROOT, read_metrics, train_run
 from omegaconf import OmegaConf
 
 from patientcnn.errors import UserError
@@ -100,17 +100,7 @@ def test_resume_with_another_ckpt_path_is_ambiguous(tmp_path: Path):
 
 
 def test_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path: Path):
-    out = tmp_path / "run"
-    proc = run_cli(
-        "train.py",
-        "data=small",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={out}",
-        "logger=none",
-        "trainer.enable_progress_bar=false",
-        "trainer.max_epochs=5",
-        "model.lr=1e30",  # the first update sends the weights to inf
-    )
+    proc, out = train_run(tmp_path, "model.lr=1e30")  # the first update sends the weights to inf
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert re.search(
