@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from patientcnn.cli import report_user_errors
 from patientcnn.models.conv import format_shape_table
-from patientcnn.train import TRUSTED_TARGETS, build_model
+from patientcnn.train import TRUSTED_TARGETS, build_model, configured
 
 
 @hydra.main(config_path="../configs", config_name="explain_shapes")
@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     in_channels, seq_len = cfg.get("in_channels"), cfg.get("seq_len")
     with execution_whitelist(TRUSTED_TARGETS):
         if in_channels is None or seq_len is None:
-            datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+            datamodule = configured(cfg.data, "data", _convert_="all")
             datamodule.prepare_data()
             datamodule.setup()
             in_channels = in_channels or datamodule.num_channels
