@@ -5,6 +5,9 @@
 Each module in scripts/benchmarks/ is one section: it defines ``run(quick) -> list[dict]``
 whose rows hold at least ``section``, ``case`` and ``value`` with ``unit``; a row may
 add ``ratio`` (against the section's reference case) and ``peak_mb``.
+
+Sections in ON_REQUEST run only when named in --only: ``quality`` trains on every set of
+../shared/quality (tens of minutes; see scripts/benchmarks/quality.py and docs/QUALITY.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import torch
 
 SECTIONS_DIR = Path(__file__).parent / "benchmarks"
+ON_REQUEST = {"quality"}  # too long for a default run: only with --only
 
 
 def main() -> None:
@@ -50,6 +54,8 @@ def main() -> None:
                 f"error: unknown section(s) {', '.join(unknown)}; choose from {', '.join(names)}"
             )
         names = [n for n in names if n in wanted]
+    else:
+        names = [n for n in names if n not in ON_REQUEST]
 
     rows: list[dict] = []
     for name in names:
@@ -69,7 +75,8 @@ def main() -> None:
 
 
 def format_row(row: dict) -> str:
-    text = f"{row['case']:<48} {row['value']:>14,.2f} {row['unit']}"
+    digits = 3 if row["unit"] in ("fraction", "AUROC") else 2  # quality: 0.02 margins matter
+    text = f"{row['case']:<48} {row['value']:>14,.{digits}f} {row['unit']}"
     if row.get("ratio") is not None:
         text += f"   x{row['ratio']:.2f}"
     if row.get("peak_mb") is not None:
