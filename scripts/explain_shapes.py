@@ -1,7 +1,8 @@
-"""Print the conv shape table for any model overrides, without training.
+"""Print the shape table of any network and overrides, without training.
 
     python scripts/explain_shapes.py model.kernel_size=7 model.dilation=2
-    python scripts/explain_shapes.py in_channels=5 seq_len=49 model.groups=5 model.channels=[5,32]
+    python scripts/explain_shapes.py in_channels=5 seq_len=49 model=cnn model.groups=5 model.channels=[5,32]
+    python scripts/explain_shapes.py in_channels=1 seq_len=500 model=inceptiontime
 
 With ``in_channels``/``seq_len`` given, no data is read; otherwise they come from the
 data config (the synthetic cohort by default), exactly as training would see them.
@@ -12,8 +13,9 @@ from hydra.utils import execution_whitelist
 from omegaconf import DictConfig
 
 from patientcnn.cli import report_user_errors
-from patientcnn.models.conv import format_shape_table
-from patientcnn.train import TRUSTED_TARGETS, build_model, configured
+from patientcnn.config import TRUSTED_TARGETS, configured
+from patientcnn.models.layers import format_shape_table
+from patientcnn.train import build_model
 
 
 @hydra.main(config_path="../configs", config_name="explain_shapes")
@@ -33,9 +35,10 @@ def main(cfg: DictConfig) -> None:
     print(format_shape_table(table))
     last = table[-1]
     print(
-        f"pooling '{cfg.model.pooling}' over the {last['length_out']} output steps -> "
-        f"Linear -> 1 logit per patient; {sum(r['params'] for r in table):,} conv parameters; "
-        f"each output step sees {last['receptive_field']} input steps"
+        f"network {cfg.model.net}: pooling '{cfg.model.get('pooling', 'avg')}' over the "
+        f"{last['length_out']} output steps -> Linear -> 1 logit per patient; "
+        f"{sum(r['params'] for r in table):,} parameters in the blocks; each output step sees "
+        f"{last['receptive_field']} input steps"
     )
 
 

@@ -13,6 +13,8 @@ import pytest
 from patientcnn.data.synthetic import write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
+# a run of seconds: a few optimizer steps of one network, 20 % of the patients as test set
+QUICK = ("recipe.steps=10", "data.cv_folds=1", "data.split.test=0.2")
 
 
 @pytest.fixture(scope="session")
@@ -37,14 +39,14 @@ def run_cli(script: str, *overrides: str, cwd: Path = ROOT) -> subprocess.Comple
 
 
 def train_run(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
-    """`python train.py` on the small preset, one quick epoch, output in tmp_path/run."""
+    """`python train.py` on the small preset, a few steps of one network, output in tmp_path/run."""
     out = tmp_path / "run"
     proc = run_cli(
         "train.py",
         "data=small",
         f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.run.dir={out}",
-        "trainer.max_epochs=1",
+        *QUICK,
         "logger=none",
         "trainer.enable_progress_bar=false",
         *overrides,

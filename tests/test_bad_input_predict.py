@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_batch import run_batch
-from conftest import ROOT
+from conftest import QUICK, ROOT
 from test_bad_input import SENTINEL, edited, fingerprint, labels, measurements, tables
 
 
@@ -120,7 +120,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *tables(measurements().assign(hr=lambda m: m["hr"].astype(float)), labels())(folder),
         f"hydra.run.dir={folder / 'run'}",
         "logger=none",
-        "trainer.max_epochs=1",
+        *QUICK,
     ]
     result = run_batch(ROOT / "train.py", {"train": argv}, folder)["train"]
     assert result["rc"] == 0, result["stderr"][-3000:]

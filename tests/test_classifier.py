@@ -4,7 +4,7 @@ import pytorch_lightning as pl
 import torch
 
 from patientcnn.data.batches import TensorBatches
-from patientcnn.models.classifier import CNNClassifier
+from patientcnn.models.classifier import Classifier
 
 
 class StepLosses(pl.Callback):
@@ -24,7 +24,7 @@ def test_epoch_train_loss_is_the_patient_weighted_mean_of_the_steps():
         torch.ones(n, length, dtype=torch.bool),
         (torch.rand(n) < 0.5).float(),
     )
-    model = CNNClassifier(channels, length, channels=[4], dropout=0.0, scheduler="none")
+    model = Classifier(channels, length, net="cnn", channels=[4], dropout=0.0, scheduler="none")
     steps = StepLosses()
     trainer = pl.Trainer(
         max_epochs=1,

@@ -8,7 +8,7 @@ from conftest import read_metrics, train_run
 
 
 def test_same_seed_same_metrics_on_cpu(tmp_path: Path):
-    overrides = ("trainer=cpu", "trainer.max_epochs=2", "seed=7")
+    overrides = ("trainer=cpu", "recipe.steps=20", "data.cv_folds=2", "seed=7")
     first, out_a = train_run(tmp_path / "a", *overrides)
     second, out_b = train_run(tmp_path / "b", *overrides)
     assert first.returncode == 0, first.stderr[-3000:]

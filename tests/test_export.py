@@ -9,36 +9,63 @@ import pytest
 import torch
 from conftest import run_cli
 
-from patientcnn.checkpoint import load_bundle, save_bundle
+from patientcnn.checkpoint import bundle_from_networks, load_bundle, save_bundle
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec
 from patientcnn.errors import UserError
 from patientcnn.export import export_checkpoint
-from patientcnn.models.classifier import CNNClassifier
+from patientcnn.models.registry import create_network, network_names
 
 FEATURES = ["hr", "map", "spo2"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A model with non-trivial batch-norm statistics, saved as a bundle without training."""
+SMALL = {  # a small network of each family
+    "cnn": {"channels": [8, 8], "kernel_size": 3, "dilation": [1, 2]},
+    "resnet": {"channels": [8, 8]},
+    "inceptiontime": {"depth": 3, "width": 4, "bottleneck": 4, "kernel_size": 8},
+    "tcn": {"depth": 2, "width": 8},
+}
+
+
+def make_checkpoint(folder, family: str):
+    """A 2-member ensemble with non-trivial batch-norm statistics and a calibration, saved
+    as a bundle without training."""
     torch.manual_seed(0)
     preprocessor = Preprocessor(missing_indicators=True).fit(
         np.random.default_rng(0).normal(size=(20, 16, 3)), FEATURES
     )
     channels = preprocessor.output_features
-    model = CNNClassifier(len(channels), 16, channels=[8, 8], kernel_size=3, dilation=[1, 2])
-    model.train()
-    with torch.no_grad():
-        for _ in range(5):
-            model(torch.randn(32, len(channels), 16) * 3 + 1, torch.ones(32, 16, dtype=torch.bool))
+    nets = []
+    for _ in range(2):
+        net = create_network(family, len(channels), 16, **SMALL[family]).train()
+        with torch.no_grad():
+            for _ in range(5):
+                valid = torch.ones(32, 16, dtype=torch.bool)
+                valid[:4, 10:] = False
+                net(torch.randn(32, len(channels), 16) * 3 + 1, valid)
+        nets.append(net.eval())
     data = {
         "columns": {"id_col": "patient_id", "time_col": "time", "label_col": "label"},
         "grid": GridSpec().state(),
         "preprocessor": preprocessor.state(),
         "input_channels": channels,
     }
-    return save_bundle(tmp_path_factory.mktemp("model") / "model.ckpt", model.eval(), data, 0.3)
+    bundle = bundle_from_networks(
+        nets,
+        family,
+        SMALL[family],
+        len(channels),
+        16,
+        data,
+        threshold=0.3,
+        calibration={"method": "platt", "scale": 0.7, "shift": -0.2},
+    )
+    return save_bundle(folder / f"{family}.ckpt", bundle)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("model"), "cnn")
 
 
 def inputs(batch: int, channels: int = 6, length: int = 16, seed: int = 1):
@@ -90,3 +117,19 @@ def test_torchscript_cli_matches_pytorch_and_keeps_existing_files(checkpoint, tm
 def test_unknown_format_is_a_user_error(checkpoint, tmp_path):
     with pytest.raises(UserError, match="format must be one of onnx, torchscript"):
         export_checkpoint(checkpoint, "tflite", tmp_path / "m.tflite")
+
+
+@pytest.mark.parametrize("family", ["resnet", "inceptiontime", "tcn"])
+def test_every_family_exports(family, tmp_path):
+    """Each registered network family exports to TorchScript and ONNX with the same outputs."""
+    assert family in network_names()
+    ckpt = make_checkpoint(tmp_path, family)
+    x, valid = inputs(5)
+    expected = reference(ckpt, x, valid)
+    scripted = torch.jit.load(str(export_checkpoint(ckpt, "torchscript", tmp_path / "m.pt")))
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(x, valid).numpy(), expected, atol=1e-5, rtol=0)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx")))
+    (got,) = session.run(None, {"x": x.numpy(), "valid": valid.numpy()})
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)

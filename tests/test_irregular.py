@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import read_metrics, run_cli
+from conftest import QUICK, read_metrics, run_cli
 
 from patientcnn.checkpoint import load_bundle
 from patientcnn.data.cohort import load_cohort, load_measurements
@@ -223,7 +223,7 @@ def test_raw_datetime_export_trains_with_config_alone(small_cohort, tmp_path):
         "data.grid.length=24",
         "data.grid.agg={heart_rate: max, map: min}",
         f"hydra.run.dir={out}",
-        "trainer.max_epochs=1",
+        *QUICK,
         "logger=none",
         "trainer.enable_progress_bar=false",
     )

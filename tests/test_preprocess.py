@@ -4,6 +4,7 @@ import torch
 
 from patientcnn.data.datamodule import PatientDataModule
 from patientcnn.data.preprocess import Preprocessor, forward_fill
+from patientcnn.data.split import holdout_split
 from patientcnn.errors import UserError
 
 
@@ -46,19 +47,20 @@ def test_feature_never_observed_in_training_is_named():
         Preprocessor().fit(x, ["hr", "lactate"])
 
 
-def test_statistics_come_from_training_patients_only(small_cohort, tmp_path):
-    """Shifting every val/test patient's values must not change the fitted statistics."""
+def test_statistics_never_see_test_patients(small_cohort, tmp_path):
+    """Shifting every test patient's values must not change the fitted statistics."""
     import pandas as pd
 
     def fitted(measurements):
         dm = PatientDataModule(
-            str(measurements), str(small_cohort / "labels.csv"), split={"seed": 3}
+            str(measurements), str(small_cohort / "labels.csv"), split={"seed": 3, "test": 0.2}
         )
         dm.setup()
         return dm, dm.preprocessor.state()
 
     dm, state = fitted(small_cohort / "measurements.csv")
-    held_out = set(dm.cohort.arrays.ids[np.concatenate([dm.index["val"], dm.index["test"]])])
+    held_out = set(dm.cohort.arrays.ids[dm.index["test"]])
+    assert len(held_out) == 60
     df = pd.read_csv(small_cohort / "measurements.csv")
     features = dm.cohort.arrays.features
     df.loc[df["patient_id"].isin(held_out), features] += 1000.0
@@ -70,14 +72,21 @@ def test_statistics_come_from_training_patients_only(small_cohort, tmp_path):
 
 def test_datamodule_serves_channels_first_batches(small_cohort):
     dm = PatientDataModule(
-        str(small_cohort / "measurements.csv"), str(small_cohort / "labels.csv"), batch_size=32
+        str(small_cohort / "measurements.csv"),
+        str(small_cohort / "labels.csv"),
+        batch_size=32,
+        split={"test": 0.2},
     )
     dm.setup()
+    train, val = holdout_split(dm.y_dev, 0.2, seed=0)
+    dm.select(train, val)
     x, valid, y = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 4, 24) and valid.shape == (32, 24) and y.shape == (32,)
     assert x.dtype == torch.float32 and valid.dtype == torch.bool
-    assert sum(len(b[2]) for b in dm.train_dataloader()) == len(dm.index["train"])
-    splits = [set(dm.cohort.arrays.ids[i]) for i in dm.index.values()]
+    assert sum(len(b[2]) for b in dm.train_dataloader()) == len(train)
+    dev_ids = dm.dev["ids"]
+    splits = [set(dev_ids[train]), set(dev_ids[val]), set(dm.test_ids)]
     assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
-    for idx in dm.index.values():  # stratified: every split holds both outcomes
-        assert set(dm.cohort.y[idx]) == {0, 1}
+    assert sum(map(len, splits)) == 300
+    for part in (dm.y_dev[train], dm.y_dev[val], dm.tensors["test"][2].numpy()):
+        assert set(part.astype(int)) == {0, 1}  # stratified: every split holds both outcomes

@@ -141,13 +141,12 @@ def test_training_run_writes_a_report_that_matches_metrics_json(tmp_path):
     cis = record["confidence_intervals"]
     assert cis["resamples"] == 200 and cis["threshold"] == 0.5
     assert list(cis["models"]) == ["cnn", "gradient_boosting", "logistic_regression"]
-    # the report's CNN is the tested checkpoint: its AUROC is Lightning's test/auroc
+    # the report's CNN is the checkpoint's ensemble: its AUROC is metrics.json's test/auroc
     metrics = record["metrics"]
     assert cis["models"]["cnn"]["auroc"]["value"] == pytest.approx(metrics["test/auroc"], abs=1e-4)
     for name in ("logistic_regression", "gradient_boosting"):
         baseline = record["baselines"][name]
         assert baseline["test/auroc"] == cis["models"][name]["auroc"]["value"]
-        assert 0.0 <= baseline["val/auroc"] <= 1.0
     ordered = {k: cis["models"][k] for k in ("cnn", "logistic_regression", "gradient_boosting")}
     assert_table_matches((out / "report" / "report.md").read_text(), ordered)
     importance = record["importance"]

@@ -16,13 +16,14 @@ from conftest import ROOT, read_metrics, train_run
 from omegaconf import OmegaConf
 
 from patientcnn.errors import UserError
-from patientcnn.train import resume_checkpoint
+from patientcnn.train import resume_requested
 
-EPOCHS = 4
+STEPS = 40
 RESUMABLE = (
-    f"trainer.max_epochs={EPOCHS}",
-    "callbacks.early_stopping=null",  # every run goes the full EPOCHS
-    "data.batch_size=32",
+    f"recipe.steps={STEPS}",
+    "recipe.evaluations=8",  # a checkpoint every 5 steps
+    "callbacks.early_stopping=null",  # every run goes the full STEPS
+    "data.cv_folds=2",  # two members: the first finishes, the second is interrupted
 )
 
 
@@ -35,6 +36,7 @@ def start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
         f"hydra.run.dir={out}",
         "logger=none",
         "trainer.enable_progress_bar=false",
+        "data.split.test=0.2",
         *RESUMABLE,
     ]
     proc = subprocess.Popen(
@@ -57,24 +59,27 @@ def kill_after_first_checkpoint(proc: subprocess.Popen, last: Path) -> None:
     proc.wait()
 
 
-def test_killed_run_resumes_to_the_same_epoch_count(tmp_path: Path):
+def test_killed_run_resumes_to_the_same_step_count(tmp_path: Path):
     proc, out = start_training(tmp_path / "killed")
-    last = out / "checkpoints" / "last.ckpt"
+    last = out / "checkpoints" / "fold1" / "last.ckpt"
     kill_after_first_checkpoint(proc, last)
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists()
-    stopped_at = torch.load(last, weights_only=True)["epoch"]
-    assert stopped_at < EPOCHS - 1, "the run was not interrupted midway"
+    stopped_at = torch.load(last, weights_only=True)["global_step"]
+    assert stopped_at < STEPS, "the run was not interrupted midway"
 
     resumed, _ = train_run(tmp_path / "killed", *RESUMABLE, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming from {last}" in resumed.stdout + resumed.stderr
-    assert "Restored all states" in resumed.stdout + resumed.stderr
+    log = resumed.stdout + resumed.stderr
+    assert "member fold0: trained before the interruption, reused" in log
+    assert f"member fold1: resuming from {last}" in log
+    assert "Restored all states" in log
 
     reference, ref_out = train_run(tmp_path / "reference", *RESUMABLE)
     assert reference.returncode == 0, reference.stderr[-3000:]
     got, want = read_metrics(out), read_metrics(ref_out)
-    assert got["epochs"] == want["epochs"] == EPOCHS
+    assert [m["steps_run"] for m in got["members"]] == [STEPS, STEPS]
+    assert got["members"][0] == want["members"][0]  # the finished member is the same one
     # the same data and model; only the shuffling and dropout draws after the restart differ
     for key in ("val/loss", "test/loss"):
         assert abs(got["metrics"][key] - want["metrics"][key]) < 0.05, (key, got, want)
@@ -85,18 +90,20 @@ def test_killed_run_resumes_to_the_same_epoch_count(tmp_path: Path):
     "settings",
     [{"resume": True}, {"ckpt_path": "last"}, {"resume": True, "ckpt_path": "last"}],
 )
-def test_resume_and_ckpt_path_last_pick_this_runs_last_checkpoint(tmp_path: Path, settings):
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    last.parent.mkdir()
-    last.write_bytes(b"")
+def test_resume_and_ckpt_path_last_continue_this_run(tmp_path: Path, settings):
     cfg = OmegaConf.create({"resume": False, "ckpt_path": None, **settings})
-    assert resume_checkpoint(cfg, tmp_path) == str(last)
+    with pytest.raises(UserError, match="resume=true: no checkpoint under"):
+        resume_requested(cfg, tmp_path)
+    last = tmp_path / "checkpoints" / "split" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert resume_requested(cfg, tmp_path)
 
 
-def test_resume_with_another_ckpt_path_is_ambiguous(tmp_path: Path):
+def test_a_checkpoint_path_points_to_resume(tmp_path: Path):
     cfg = OmegaConf.create({"resume": True, "ckpt_path": str(tmp_path / "x.ckpt")})
-    with pytest.raises(UserError, match="either resume=true or ckpt_path"):
-        resume_checkpoint(cfg, tmp_path)
+    with pytest.raises(UserError, match="pass resume=true"):
+        resume_requested(cfg, tmp_path)
 
 
 def test_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path: Path):

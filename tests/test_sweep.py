@@ -1,6 +1,6 @@
 """Sweeps as a user runs them: grid and Optuna multiruns, resume, failed trials, summary.
 
-Each sweep trains a few one-epoch trials on the small preset.
+Each sweep trains a few ten-step trials on the small preset.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from conftest import QUICK as FEW_STEPS
 from conftest import run_cli
 
-QUICK = ("data=small", "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false")
+QUICK = ("data=small", *FEW_STEPS, "logger=none", "trainer.enable_progress_bar=false")
 
 
 def sweep(tmp_path: Path, sweep_dir: Path, *overrides: str):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from patientcnn.checkpoint import BUNDLE_KEY, BUNDLE_VERSION, load_bundle
+from patientcnn.checkpoint import BUNDLE_KEY, bundle_from_networks, load_bundle
 from patientcnn.errors import UserError
-from patientcnn.models.classifier import CNNClassifier
+from patientcnn.models.registry import create_network
 
 
 class Payload:
@@ -23,14 +23,11 @@ class Payload:
         return (os.mkdir, (self.marker,))
 
 
-def bundle_dict(**hparams: object) -> dict:
-    """A valid checkpoint as Lightning + BundleCallback write it, for a tiny model."""
-    model = CNNClassifier(in_channels=2, seq_len=6, channels=[4], **hparams)
-    return {
-        "state_dict": model.state_dict(),
-        "hyper_parameters": dict(model.hparams),
-        BUNDLE_KEY: {"version": BUNDLE_VERSION, "data": {"columns": {}}, "threshold": 0.5},
-    }
+def bundle_dict() -> dict:
+    """A valid checkpoint as the training task writes it, for a tiny model."""
+    net = create_network("cnn", 2, 6, channels=[4])
+    bundle = bundle_from_networks([net], "cnn", {"channels": [4]}, 2, 6, {"columns": {}})
+    return {BUNDLE_KEY: bundle.to_dict()}
 
 
 @pytest.fixture
@@ -63,24 +60,43 @@ def test_pickled_payload_is_refused_and_never_runs(tmp_path: Path, where: str):
     assert marker.exists()
 
 
-def test_target_in_stored_hyperparameters_is_never_instantiated(tmp_path: Path):
+def test_target_in_stored_network_settings_is_never_instantiated(tmp_path: Path):
     marker = tmp_path / "target_ran"
     content = bundle_dict()
-    content["hyper_parameters"]["_target_"] = "os.mkdir"
-    content["hyper_parameters"]["path"] = str(marker)
+    content[BUNDLE_KEY]["network"]["config"]["_target_"] = "os.mkdir"
+    content[BUNDLE_KEY]["network"]["config"]["path"] = str(marker)
     path = tmp_path / "target.ckpt"
     torch.save(content, path)
-    with pytest.raises(
-        UserError, match=r"target\.ckpt: .*not those of a patientcnn model.*_target_"
-    ):
+    with pytest.raises(UserError, match=r"target\.ckpt: .*not a registry name with plain settings"):
         load_bundle(path)
     assert not marker.exists()
+
+
+def test_unknown_network_name_is_refused(tmp_path: Path):
+    content = bundle_dict()
+    content[BUNDLE_KEY]["network"]["name"] = "os.system"
+    path = tmp_path / "name.ckpt"
+    torch.save(content, path)
+    with pytest.raises(UserError, match=r"name\.ckpt: .*do not make a model.*not a network"):
+        load_bundle(path).build_model()
+
+
+def test_bundle_of_an_older_version_is_one_line(tmp_path: Path):
+    content = bundle_dict()
+    content[BUNDLE_KEY]["version"] = 1
+    path = tmp_path / "old.ckpt"
+    torch.save(content, path)
+    with pytest.raises(UserError, match=r"old\.ckpt: checkpoint bundle version 1 is not supported"):
+        load_bundle(path)
 
 
 def test_nested_target_in_a_hyperparameter_is_only_a_bad_value(tmp_path: Path):
     marker = tmp_path / "nested_ran"
     content = bundle_dict()
-    content["hyper_parameters"]["activation"] = {"_target_": "os.mkdir", "path": str(marker)}
+    content[BUNDLE_KEY]["network"]["config"]["activation"] = {
+        "_target_": "os.mkdir",
+        "path": str(marker),
+    }
     path = tmp_path / "nested.ckpt"
     torch.save(content, path)
     bundle = load_bundle(path)
@@ -113,7 +129,7 @@ def test_foreign_checkpoint(tmp_path: Path):
 
 def test_weights_that_do_not_fit(tmp_path: Path):
     content = bundle_dict()
-    content["hyper_parameters"]["channels"] = [8]
+    content[BUNDLE_KEY]["network"]["config"]["channels"] = [8]
     path = tmp_path / "mismatch.ckpt"
     torch.save(content, path)
     with pytest.raises(UserError, match=r"mismatch\.ckpt: the stored weights"):

@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import execution_whitelist
 
 from benchmarks._common import ROOT, gpu_peak_mb, run_with_peak
-from patientcnn.train import TRUSTED_TARGETS, build_model
+from patientcnn.config import TRUSTED_TARGETS
+from patientcnn.train import build_model
 
 N_PATIENTS, N_STEPS, N_FEATURES = 20_000, 49, 5
 

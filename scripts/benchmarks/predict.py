@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 import torch
 
 from benchmarks._common import best_time
-from patientcnn.checkpoint import save_bundle
+from patientcnn.checkpoint import bundle_from_networks, save_bundle
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec
 from patientcnn.inference import batched_logits, resolve_device
-from patientcnn.models.classifier import CNNClassifier
+from patientcnn.models.registry import create_network
 from patientcnn.predict import predict_file
 
 STEPS, FEATURES = 48, [f"f{j}" for j in range(5)]
@@ -55,7 +55,7 @@ def write_long_table(path: Path, n_patients: int, seed: int = 0) -> int:
 
 def make_checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
-    model = CNNClassifier(len(FEATURES), STEPS).eval()  # the default architecture, untrained
+    net = create_network("cnn", len(FEATURES), STEPS).eval()  # untrained
     preprocessor = Preprocessor().fit(
         np.random.default_rng(1).normal(size=(64, STEPS, 5)), FEATURES
     )
@@ -65,7 +65,7 @@ def make_checkpoint(path: Path) -> Path:
         "preprocessor": preprocessor.state(),
         "input_channels": preprocessor.output_features,
     }
-    return save_bundle(path, model, data)
+    return save_bundle(path, bundle_from_networks([net], "cnn", {}, len(FEATURES), STEPS, data))
 
 
 def read_and_forward(path: Path, model: torch.nn.Module, x: torch.Tensor, valid: torch.Tensor):
@@ -100,7 +100,7 @@ def run(quick: bool) -> list[dict]:
         data = folder / "input.parquet"
         n_rows = write_long_table(data, n_patients)
 
-        model = CNNClassifier(len(FEATURES), STEPS).eval().to(resolve_device("auto"))
+        model = create_network("cnn", len(FEATURES), STEPS).eval().to(resolve_device("auto"))
         x = torch.randn(n_patients, len(FEATURES), STEPS)
         valid = torch.ones(n_patients, STEPS, dtype=torch.bool)
         batched_logits(model, x[:1024], valid[:1024], 1024, resolve_device("auto"))  # warm-up

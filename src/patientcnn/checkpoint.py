@@ -1,90 +1,121 @@
 """The checkpoint bundle: the only link from training to inference.
 
-Lightning's checkpoint already holds the weights and the model's hyperparameters; the
-BundleCallback adds what inference needs to prepare new data (column names, time grid,
-preprocessing statistics, input channel order) and the decision threshold. Everything
-in it is tensors, numbers, strings, lists and dicts, so ``torch.load(weights_only=True)``
-reads it and no code stored in a file is ever run.
+One file (``checkpoints/best.ckpt`` of a run) holds everything that scoring new
+patients needs, and nothing else:
+
+- the network by registry name with its plain settings (never a class path), and the
+  weights of each ensemble member (one per fold and seed);
+- the calibration (scale and shift of the mean logit) and the decision threshold;
+- the data state: columns, the fitted grid, how rows sharing a time were combined,
+  the fitted preprocessing and the channel order;
+- the recipe that trained it, for the record.
+
+Everything in it is tensors, numbers, strings, lists and dicts, so
+``torch.load(weights_only=True)`` reads it and no code stored in a file is ever run.
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write
-from patientcnn.models.classifier import CNNClassifier
+from patientcnn.models.ensemble import EnsembleNet
+from patientcnn.models.registry import create_network
 
 BUNDLE_KEY = "patientcnn"
-BUNDLE_VERSION = 1
-
-
-class BundleCallback(pl.Callback):
-    """Write the data-preparation state into every checkpoint Lightning saves."""
-
-    def __init__(self, data_state: dict, threshold: float = 0.5) -> None:
-        self.data_state = data_state
-        self.threshold = float(threshold)
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
-    ) -> None:
-        checkpoint[BUNDLE_KEY] = {
-            "version": BUNDLE_VERSION,
-            "data": self.data_state,
-            "threshold": self.threshold,
-        }
+BUNDLE_VERSION = 2
 
 
 @dataclass
 class Bundle:
-    hparams: dict
-    state_dict: dict
+    network: dict  # {"name", "config", "in_channels", "seq_len"}
+    members: list[dict]  # one state dict of the network per member
     data: dict
     threshold: float
-    path: Path
+    calibration: dict = field(
+        default_factory=lambda: {"method": "none", "scale": 1.0, "shift": 0.0}
+    )
+    threshold_rule: str = "fixed"
+    extra: dict = field(default_factory=dict)  # recipe and training record
+    path: Path | None = None
 
-    def build_model(self) -> CNNClassifier:
-        """The trained model in eval mode, rebuilt from plain hyperparameters (no _target_)."""
+    @property
+    def in_channels(self) -> int:
+        return int(self.network["in_channels"])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.network["seq_len"])
+
+    def build_model(self) -> EnsembleNet:
+        """The trained ensemble in eval mode, rebuilt from the registry name and settings."""
         try:
-            model = CNNClassifier(**self.hparams)
-            model.load_state_dict(self.state_dict)
-        except (UserError, TypeError, ValueError, RuntimeError) as err:
+            members = []
+            for state in self.members:
+                net = create_network(
+                    self.network["name"],
+                    self.in_channels,
+                    self.seq_len,
+                    **self.network["config"],
+                )
+                net.load_state_dict(state)
+                members.append(net)
+            model = EnsembleNet(members, self.calibration["scale"], self.calibration["shift"])
+        except (UserError, TypeError, ValueError, RuntimeError, KeyError) as err:
+            reason = (
+                str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            )
             raise UserError(
-                f"{self.path}: the stored weights and hyperparameters do not make a model "
-                f"({str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__})"
+                f"{self.path}: the stored weights and settings do not make a model ({reason})"
             ) from err
         return model.eval()
 
+    def to_dict(self) -> dict:
+        return {
+            "version": BUNDLE_VERSION,
+            "network": self.network,
+            "members": self.members,
+            "calibration": self.calibration,
+            "threshold": float(self.threshold),
+            "threshold_rule": self.threshold_rule,
+            "data": self.data,
+            "extra": self.extra,
+        }
 
-def save_bundle(path: str | Path, model: CNNClassifier, data: dict, threshold: float = 0.5) -> Path:
-    """A checkpoint that ``load_bundle`` reads, for a model built in code rather than by
-    ``train.py`` (benchmarks, tests, models trained elsewhere)."""
-    raw = {
-        "state_dict": model.state_dict(),
-        "hyper_parameters": dict(model.hparams),
-        BUNDLE_KEY: {"version": BUNDLE_VERSION, "data": data, "threshold": float(threshold)},
-    }
+
+def save_bundle(path: str | Path, bundle: Bundle) -> Path:
+    """Write ``bundle`` to ``path`` atomically (never a half-written checkpoint)."""
+    raw = {BUNDLE_KEY: bundle.to_dict()}
     return atomic_write(path, lambda tmp: torch.save(raw, tmp))
 
 
-def store_threshold(path: str | Path, threshold: float, rule: str) -> None:
-    """Rewrite a saved checkpoint's bundle with the threshold chosen after training.
-
-    The threshold is chosen only once the best weights are known, after Lightning has
-    written the file; the rewrite goes through a temporary file, so the checkpoint is
-    never half-written.
-    """
-    path = Path(path)
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    raw[BUNDLE_KEY]["threshold"] = float(threshold)
-    raw[BUNDLE_KEY]["threshold_rule"] = rule
-    atomic_write(path, lambda tmp: torch.save(raw, tmp))
+def bundle_from_networks(
+    networks: list[torch.nn.Module],
+    name: str,
+    config: dict,
+    in_channels: int,
+    seq_len: int,
+    data: dict,
+    threshold: float = 0.5,
+    calibration: dict | None = None,
+) -> Bundle:
+    """A bundle for networks built in code (benchmarks, tests, models trained elsewhere)."""
+    return Bundle(
+        network={
+            "name": name,
+            "config": dict(config),
+            "in_channels": in_channels,
+            "seq_len": seq_len,
+        },
+        members=[{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in networks],
+        data=data,
+        threshold=float(threshold),
+        calibration=calibration or {"method": "none", "scale": 1.0, "shift": 0.0},
+    )
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -100,27 +131,39 @@ def load_bundle(path: str | Path) -> Bundle:
             f"{path}: not a readable patientcnn checkpoint (truncated, corrupt, or holding "
             f"objects that are not plain data: {reason})"
         ) from err
-    if not isinstance(raw, dict) or BUNDLE_KEY not in raw or "state_dict" not in raw:
+    if not isinstance(raw, dict) or not isinstance(raw.get(BUNDLE_KEY), dict):
         raise UserError(f"{path}: not a patientcnn checkpoint (no '{BUNDLE_KEY}' section)")
     bundle = raw[BUNDLE_KEY]
-    if not isinstance(bundle, dict) or not {"data", "threshold"} <= set(bundle):
-        raise UserError(f"{path}: the '{BUNDLE_KEY}' section is incomplete")
-    if bundle.get("version") != BUNDLE_VERSION:
+    version = bundle.get("version")
+    if version != BUNDLE_VERSION:
         raise UserError(
-            f"{path}: checkpoint bundle version {bundle.get('version')} is not supported"
+            f"{path}: checkpoint bundle version {version} is not supported by this patientcnn "
+            f"(it reads version {BUNDLE_VERSION}); retrain the model with this version"
         )
-    hparams = raw.get("hyper_parameters")
-    allowed = set(inspect.signature(CNNClassifier).parameters)
-    unknown = sorted(map(str, set(hparams) - allowed)) if isinstance(hparams, dict) else None
-    if unknown is None or unknown:  # e.g. a `_target_`: hyperparameters are never instantiated
+    needed = {"network", "members", "data", "threshold", "calibration"}
+    if not needed <= set(bundle):
         raise UserError(
-            f"{path}: the stored hyperparameters are not those of a patientcnn model "
-            f"(unexpected: {', '.join(unknown or ['not a mapping'])})"
+            f"{path}: the '{BUNDLE_KEY}' section is incomplete "
+            f"(missing: {', '.join(sorted(needed - set(bundle)))})"
         )
+    network = bundle["network"]
+    if not (
+        isinstance(network, dict)
+        and isinstance(network.get("name"), str)
+        and isinstance(network.get("config"), dict)
+        and "_target_" not in network["config"]
+    ):
+        raise UserError(f"{path}: the stored network is not a registry name with plain settings")
+    members = bundle["members"]
+    if not (isinstance(members, list) and members and all(isinstance(m, dict) for m in members)):
+        raise UserError(f"{path}: the checkpoint holds no network weights")
     return Bundle(
-        hparams=dict(hparams),
-        state_dict=raw["state_dict"],
+        network=network,
+        members=members,
         data=bundle["data"],
         threshold=float(bundle["threshold"]),
+        calibration=bundle["calibration"],
+        threshold_rule=str(bundle.get("threshold_rule", "fixed")),
+        extra=bundle.get("extra", {}),
         path=path,
     )

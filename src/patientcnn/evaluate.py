@@ -1,9 +1,9 @@
 """External validation: the checkpoint alone scores a new labelled cohort with training's metrics.
 
-The metrics are those of training (``classification_metrics``: AUROC, AUPRC, accuracy
-and F1 at 0.5, Brier score, and the same weighted BCE loss), so a run on the training
-run's own test patients reproduces its ``test/*`` numbers; sensitivity, specificity and
-accuracy at the checkpoint's threshold are added. Patients without a single observed
+The metrics are those of training (``patientcnn.metrics.point_metrics``: AUROC, AUPRC,
+Brier score, log loss, and sensitivity, specificity, PPV, NPV, accuracy and F1 at the
+checkpoint's threshold), so a run on the training run's own test patients reproduces
+its ``test/*`` numbers. Patients without a single observed
 value of the model's features are left out, as in ``predict`` (a warning lists them).
 """
 
@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from patientcnn.checkpoint import Bundle
 from patientcnn.data.cohort import load_cohort
 from patientcnn.errors import UserError
 from patientcnn.inference import Scorer, unusable
-from patientcnn.models.classifier import classification_metrics
+from patientcnn.metrics import point_metrics
 from patientcnn.predict import check_input_columns, check_threshold, warn_skipped
 
 log = logging.getLogger(__name__)
@@ -78,6 +76,7 @@ def evaluate_cohort(
         features=scorer.features,
         grid=scorer.grid,
         positive_label=positive_label,
+        duplicates=scorer.duplicates,
     )
     empty = unusable(cohort.arrays)
     skipped = cohort.arrays.ids[empty].tolist()
@@ -90,32 +89,6 @@ def evaluate_cohort(
             f"{measurements}: the evaluated patients all have the same outcome; AUROC and "
             "AUPRC need patients of both outcomes"
         )
-    logits = torch.from_numpy(scorer.logits(arrays))
-    target = torch.from_numpy(y)
-    probabilities = torch.sigmoid(logits)
-    metrics = training_metrics(logits, target, float(bundle.hparams.get("pos_weight", 1.0)))
-    metrics |= threshold_metrics(probabilities.numpy(), y, threshold)
-    return Evaluation(metrics, arrays.ids, y, probabilities.double().numpy(), threshold, skipped)
-
-
-def training_metrics(logits: torch.Tensor, y: torch.Tensor, pos_weight: float) -> dict[str, float]:
-    """Exactly what training logs for a split, without the split prefix."""
-    metrics = classification_metrics("")
-    metrics.update(torch.sigmoid(logits.float()), y.int())
-    values = {k: float(v) for k, v in metrics.compute().items()}
-    values["loss"] = float(
-        F.binary_cross_entropy_with_logits(
-            logits.float(), y.float(), pos_weight=torch.tensor(pos_weight)
-        )
-    )
-    return values
-
-
-def threshold_metrics(probabilities: np.ndarray, y: np.ndarray, threshold: float) -> dict:
-    predicted = probabilities >= threshold
-    positives, negatives = y == 1, y == 0
-    return {
-        "sensitivity_at_threshold": float(predicted[positives].mean()),
-        "specificity_at_threshold": float((~predicted[negatives]).mean()),
-        "accuracy_at_threshold": float((predicted == positives).mean()),
-    }
+    probabilities = 1.0 / (1.0 + np.exp(-scorer.logits(arrays).astype(np.float64)))
+    metrics = point_metrics(y, probabilities, threshold)
+    return Evaluation(metrics, arrays.ids, y, probabilities, threshold, skipped)

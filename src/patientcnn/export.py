@@ -28,7 +28,8 @@ OUTPUT_NAMES = ["probability"]
 
 
 class ProbabilityModel(nn.Module):
-    """The trained network with the sigmoid applied: deployers want probabilities."""
+    """The trained ensemble (calibration included) with the sigmoid applied: deployers want
+    probabilities."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -51,7 +52,7 @@ def export_checkpoint(
         if target.exists() and not overwrite:
             raise UserError(f"{target} already exists; pass overwrite=true to replace it")
     bundle = load_bundle(checkpoint)
-    model = ProbabilityModel(bundle.build_model().net).eval()
+    model = ProbabilityModel(bundle.build_model()).eval()
     example = example_inputs(bundle, batch=3)
     writer = _write_onnx if fmt == "onnx" else _write_torchscript
     atomic_write(path, lambda tmp: writer(model, example, tmp), overwrite=overwrite)
@@ -62,7 +63,7 @@ def export_checkpoint(
 
 def example_inputs(bundle: Bundle, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs of the model's shape: random values, every step real but the last of one patient."""
-    channels, length = int(bundle.hparams["in_channels"]), int(bundle.hparams["seq_len"])
+    channels, length = bundle.in_channels, bundle.seq_len
     valid = torch.ones(batch, length, dtype=torch.bool)
     valid[0, length // 2 :] = False
     return torch.randn(batch, channels, length, generator=torch.Generator().manual_seed(0)), valid
@@ -73,12 +74,14 @@ def describe(bundle: Bundle, fmt: str) -> dict:
     return {
         "format": fmt,
         "inputs": {
-            "x": ["N", int(bundle.hparams["in_channels"]), int(bundle.hparams["seq_len"])],
-            "valid": ["N", int(bundle.hparams["seq_len"])],
+            "x": ["N", bundle.in_channels, bundle.seq_len],
+            "valid": ["N", bundle.seq_len],
         },
         "outputs": {"probability": ["N"]},
         "input_channels": list(bundle.data["input_channels"]),
         "threshold": bundle.threshold,
+        "network": {"name": bundle.network["name"], "members": len(bundle.members)},
+        "calibration": bundle.calibration,
         "data": bundle.data,
         "checkpoint": str(bundle.path),
     }

@@ -8,7 +8,6 @@ through unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,15 +63,14 @@ class Scorer:
     seq_len: int
     device: torch.device
     batch_size: int = 1024
+    duplicates: str = "error"  # how training combined rows sharing a patient and time
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, device: str = "auto", batch_size: int = 1024) -> Scorer:
         if int(batch_size) < 1:
             raise UserError(f"batch_size must be a positive integer, got {batch_size}")
-        seq_len = int(bundle.hparams["seq_len"])
-        grid = GridSpec(**bundle.data["grid"])
-        if grid.length is None:  # training padded every stay to its longest one: seq_len
-            grid = dataclasses.replace(grid, length=seq_len)
+        seq_len = bundle.seq_len
+        grid = GridSpec(**bundle.data["grid"])  # the fitted grid: its length is seq_len
         resolved = resolve_device(device)
         return cls(
             model=bundle.build_model().to(resolved),
@@ -82,6 +80,7 @@ class Scorer:
             seq_len=seq_len,
             device=resolved,
             batch_size=int(batch_size),
+            duplicates=str(bundle.data.get("duplicates", "error")),
         )
 
     @property

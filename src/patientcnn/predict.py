@@ -158,7 +158,14 @@ def _read_chunks(
     ) as files:
         for part in files:
             try:
-                arrays, _ = load_measurements(part, id_col, time_col, scorer.features, scorer.grid)
+                arrays, _ = load_measurements(
+                    part,
+                    id_col,
+                    time_col,
+                    scorer.features,
+                    scorer.grid,
+                    duplicates=scorer.duplicates,
+                )
             except UserError as err:
                 if part == path:
                     raise

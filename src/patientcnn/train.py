@@ -1,40 +1,52 @@
-"""The training task: config in, trained checkpoint + metrics.json out, objective returned."""
+"""The training task: config in, checkpoint bundle + metrics.json (+ report) out.
+
+1. load the cohort; the test patients (the user's test table, a split column, or a
+   held-out share) never enter anything that is fitted;
+2. plan the recipe from the number of development patients (``patientcnn.recipe``);
+3. train the members: one per fold of a K-fold cross-validation (or one train /
+   validation split) and per seed of ``model.ensemble``, each keeping the weights of its
+   lowest validation loss; optionally refit on every development patient;
+4. fit the calibration and the threshold on the out-of-fold (validation) logits;
+5. score the test patients with the ensemble, write the bundle, metrics.json, report.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra.utils import execution_whitelist, instantiate
+from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
-from patientcnn.checkpoint import BundleCallback, store_threshold
-from patientcnn.cross_validation import cross_validate
+from patientcnn.calibration import fit_calibration
+from patientcnn.checkpoint import Bundle, save_bundle
+from patientcnn.config import TRUSTED_TARGETS, configured
+from patientcnn.data.split import fold_splits, holdout_split
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
 from patientcnn.inference import batched_logits
-from patientcnn.models.conv import format_shape_table
+from patientcnn.metrics import point_metrics
+from patientcnn.models.layers import format_shape_table
+from patientcnn.recipe import Recipe, plan_recipe
 from patientcnn.report.training import report_training_run
 from patientcnn.threshold import choose_threshold
 
 log = logging.getLogger(__name__)
 
-# Config `_target_`s may only name classes from these packages (Hydra refuses others).
-TRUSTED_TARGETS = ["patientcnn.*", "pytorch_lightning.*", "lightning.*", "torch.*"]
+FINISHED = "finished.json"  # written beside a member's checkpoints once it is trained
 
 
 def train(cfg: DictConfig) -> float:
-    """Fit, then evaluate the best checkpoint on val and test; return ``cfg.objective``."""
+    """Fit, evaluate, write the bundle; return ``cfg.objective`` for sweepers."""
     with execution_whitelist(TRUSTED_TARGETS):
-        return _train(cfg)
-
-
-def _train(cfg: DictConfig) -> float:
-    metrics = cross_validate(cfg, fit) if cfg.data.get("cv_folds") else fit(cfg)
+        metrics = fit(cfg)
     objective = metrics.get(cfg.objective)
     if objective is None:
         raise UserError(
@@ -43,10 +55,20 @@ def _train(cfg: DictConfig) -> float:
     return objective if math.isfinite(objective) else float("nan")
 
 
+@dataclass
+class Member:
+    """One network of the ensemble: which development patients train and validate it."""
+
+    name: str
+    train: np.ndarray
+    val: np.ndarray | None
+    seed: int
+
+
 def fit(cfg: DictConfig) -> dict[str, float]:
-    """One fit in ``cfg.paths.output_dir``: checkpoint, metrics.json; returns the metrics."""
+    """One training run in ``cfg.paths.output_dir``; returns the metrics of metrics.json."""
     output_dir = Path(cfg.paths.output_dir)
-    resume_from = resume_checkpoint(cfg, output_dir)
+    resume = resume_requested(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")  # TF32 on GPUs that have it; no effect on CPU
 
@@ -54,86 +76,301 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     summary = datamodule.summary()
+    recipe = plan_recipe(
+        OmegaConf.to_container(cfg.get("recipe") or {}, resolve=True),
+        datamodule.y_dev,
+        datamodule.seq_len,
+        folds=cfg.data.get("cv_folds"),
+        fixed_split=datamodule.given_val is not None,
+    )
+    datamodule.batch_size = recipe.batch_size
     log.info(
-        "cohort: %d train / %d val / %d test patients, %d timesteps, features: %s",
-        summary["train_patients"],
-        summary["val_patients"],
+        "cohort: %d development patients (prevalence %.3f), %d test patients (%s), "
+        "%d timesteps, features: %s",
+        summary["development_patients"],
+        summary["development_prevalence"],
         summary["test_patients"],
+        summary["test_source"],
         summary["timesteps"],
         ", ".join(summary["features"]),
     )
+    log.info("%s", recipe.describe())
 
-    model = build_model(
-        cfg.model, datamodule.num_channels, datamodule.seq_len, datamodule.pos_weight
-    )
+    model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))
+    n_seeds = model_cfg.pop("ensemble", 1)
+    if not (isinstance(n_seeds, int) and n_seeds >= 1):
+        raise UserError(f"model.ensemble must be a positive integer, got {n_seeds!r}")
+    members = plan_members(datamodule, recipe, n_seeds, int(cfg.seed))
+    first = build_model(model_cfg, datamodule.num_channels, datamodule.seq_len, 1.0)
     log.info(
-        "input (N, C, L) = (batch, %d channels, %d steps); conv layers:\n%s",
+        "network %s, input (N, C, L) = (batch, %d channels, %d steps); blocks:\n%s",
+        model_cfg.get("net", "cnn"),
         datamodule.num_channels,
         datamodule.seq_len,
-        format_shape_table(model.net.shape_table()),
+        format_shape_table(first.net.shape_table()),
     )
-
-    callbacks = [
-        configured(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c
-    ]
-    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    callbacks.append(BundleCallback(datamodule.bundle_state()))
-    loggers = [configured(c, f"logger.{k}") for k, c in (cfg.get("logger") or {}).items() if c]
-    trainer: pl.Trainer = configured(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
-    )
+    log.info("%d ensemble member(s): %s", len(members), ", ".join(m.name for m in members))
     # written once the inputs have passed every check: a failed run leaves no outputs
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
     atomic_write(output_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
-    if resume_from:
-        log.info("resuming from %s", resume_from)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    ckpt = best or None
-    metrics: dict[str, float] = {}
-    for results in (
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False),
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False),
-    ):
-        metrics |= {k: float(v) for k, v in results[0].items()}
-    ceiling = datamodule.ceiling_auroc("test")
-    if ceiling is not None:
-        metrics["test/ceiling_auroc"] = ceiling
-    threshold = select_threshold(cfg, model, datamodule, best)
+    y_dev = datamodule.y_dev
+    oof_sum, oof_count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
+    states, records = [], []
+    for member in members:
+        state, record, val_logits = train_member(
+            cfg, model_cfg, datamodule, recipe, member, output_dir, resume
+        )
+        if recipe.refit:
+            state = refit_member(cfg, model_cfg, datamodule, recipe, member, record, output_dir)
+        states.append(state)
+        records.append(record)
+        if member.val is not None:
+            oof_sum[member.val] += val_logits
+            oof_count[member.val] += 1
+
+    validated = oof_count > 0
+    val_logits = oof_sum[validated] / oof_count[validated]
+    y_val = y_dev[validated]
+    calibration = fit_calibration(val_logits, y_val, cfg.get("calibration", "platt"))
+    log.info(
+        "calibration (%s, on %d validation patients): probability = sigmoid(%.3f x logit %+.3f)",
+        calibration["method"],
+        len(y_val),
+        calibration["scale"],
+        calibration["shift"],
+    )
+    if calibration["scale"] == 0.0:
+        log.warning(
+            "the network ranks the validation patients no better than chance, so every "
+            "patient gets the validation prevalence; see README 'When the CNN does not learn'"
+        )
+    val_prob = _sigmoid(calibration["scale"] * val_logits + calibration["shift"])
+    threshold = select_threshold(cfg, y_val, val_prob)
+
+    network = first.network_spec()
+    bundle = Bundle(
+        network={
+            "name": network["name"],
+            "config": {
+                k: v
+                for k, v in network["config"].items()
+                if k not in ("net", "in_channels", "seq_len")
+            },
+            "in_channels": datamodule.num_channels,
+            "seq_len": datamodule.seq_len,
+        },
+        members=states,
+        data=datamodule.bundle_state(),
+        threshold=threshold["value"],
+        calibration=calibration,
+        threshold_rule=threshold["rule"],
+        extra={"recipe": recipe.state(), "members": records},
+    )
+    checkpoint = save_bundle(output_dir / "checkpoints" / "best.ckpt", bundle)
+    ensemble = bundle.build_model()
+
+    metrics = {f"val/{k}": v for k, v in point_metrics(y_val, val_prob, threshold["value"]).items()}
+    x_test, valid_test, y_test = datamodule.tensors["test"]
+    report = {}
+    if len(y_test):
+        device = torch.device("cpu")
+        test_prob = _sigmoid(
+            batched_logits(ensemble, x_test, valid_test, 1024, device).numpy().astype(np.float64)
+        )
+        metrics |= {
+            f"test/{k}": v
+            for k, v in point_metrics(y_test.numpy(), test_prob, threshold["value"]).items()
+        }
+        ceiling = datamodule.ceiling_auroc()
+        if ceiling is not None:
+            metrics["test/true_risk_auroc"] = ceiling
+        datamodule.select(np.arange(len(y_dev)), None)
+        report = report_training_run(
+            cfg.get("report"), ensemble, datamodule, output_dir, threshold["value"]
+        )
     record = {
         "metrics": metrics,
         "threshold": threshold,
-        "checkpoint": best,
-        "epochs": trainer.current_epoch,
+        "calibration": calibration,
+        "checkpoint": str(checkpoint),
+        "recipe": recipe.state(),
+        "members": records,
         "cohort": summary,
-    }
-    record |= report_training_run(cfg.get("report"), model, datamodule, output_dir, best)
+    } | report
     write_json(output_dir / "metrics.json", record)
-    log.info("best checkpoint: %s", best or "(none saved)")
+    log.info("checkpoint: %s", checkpoint)
     log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     return metrics
 
 
-def select_threshold(cfg: DictConfig, model, datamodule, best: str) -> dict:
-    """Choose the decision threshold on the validation split with the best weights (which
-    ``trainer.test`` has just loaded into ``model``) and store it in the best checkpoint."""
-    settings = {"rule": "fixed", "value": 0.5, "sensitivity": 0.9, **cfg.get("threshold", {})}
-    x, valid, y = datamodule.tensors["val"]
-    device = next(model.parameters()).device
-    logits = batched_logits(model, x, valid, datamodule.batch_size, device)
-    y_val = y.numpy().astype(int)
-    value = choose_threshold(y_val, torch.sigmoid(logits).numpy(), **settings)
-    predicted = torch.sigmoid(logits).numpy() >= value
+def plan_members(datamodule, recipe: Recipe, n_seeds: int, seed: int) -> list[Member]:
+    """Folds x seeds: which development patients train and validate each network."""
+    y = datamodule.y_dev
+    if recipe.folds >= 2:
+        splits = fold_splits(y, recipe.folds, seed)
+    elif datamodule.given_val is not None:
+        val = datamodule.given_val
+        splits = [(np.setdiff1d(np.arange(len(y)), val), val)]
+    else:
+        splits = [holdout_split(y, recipe.val_fraction, seed)]
+    members = []
+    for s in range(n_seeds):
+        for k, (train_idx, val_idx) in enumerate(splits):
+            name = f"fold{k}" if len(splits) > 1 else "split"
+            name += f"_seed{s}" if n_seeds > 1 else ""
+            members.append(Member(name, train_idx, val_idx, seed + 1000 * s + k))
+    return members
+
+
+def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume):
+    """Train one network; return its best weights, a record, and its validation logits."""
+    folder = output_dir / "checkpoints" / member.name
+    finished = folder / FINISHED
+    datamodule.select(member.train, member.val)
+    if resume and finished.is_file():  # trained before the interruption: reuse it
+        record = json.loads(finished.read_text())
+        raw = torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)
+        state = _net_state(raw["state_dict"])
+        val_logits = np.asarray(record.pop("val_logits"), dtype=np.float64)
+        log.info("member %s: trained before the interruption, reused", member.name)
+        return state, record, val_logits
+    last = folder / "last.ckpt"
+    resume_from = str(last) if resume and last.is_file() else None
+    pl.seed_everything(member.seed, workers=True, verbose=False)
+    datamodule.shuffle_seed = member.seed
+    model = build_model(
+        model_cfg,
+        datamodule.num_channels,
+        datamodule.seq_len,
+        _pos_weight(model_cfg, datamodule, member),
+    )
+    trainer = build_trainer(cfg, recipe, folder, member.name, validate=True)
+    if resume_from:
+        log.info("member %s: resuming from %s", member.name, resume_from)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    best = trainer.checkpoint_callback.best_model_path
+    if not best:
+        raise UserError(f"member {member.name}: training saved no checkpoint")
+    raw = torch.load(best, map_location="cpu", weights_only=True)
+    model.load_state_dict(raw["state_dict"])
+    x, valid, _ = datamodule.tensors["val"]
+    val_logits = (
+        batched_logits(model, x, valid, 1024, torch.device("cpu")).numpy().astype(np.float64)
+    )
+    record = {
+        "member": member.name,
+        "train_patients": int(len(member.train)),
+        "val_patients": int(len(member.val)),
+        "best_step": int(raw.get("global_step", 0)),
+        "steps_run": int(trainer.global_step),
+        "best_val_loss": float(trainer.checkpoint_callback.best_model_score),
+    }
+    log.info(
+        "member %s: best validation loss %.4f at step %d of %d",
+        member.name,
+        record["best_val_loss"],
+        record["best_step"],
+        record["steps_run"],
+    )
+    atomic_write(
+        finished,
+        lambda tmp: tmp.write_text(json.dumps(record | {"val_logits": val_logits.tolist()})),
+    )
+    return _net_state(raw["state_dict"]), record, val_logits
+
+
+def refit_member(cfg, model_cfg, datamodule, recipe, member, record, output_dir) -> dict:
+    """Retrain on every development patient for the best step count, scaled to the larger
+    cohort (the same number of epochs); the refitted weights are kept at the last step."""
+    n_all = len(datamodule.y_dev)
+    steps = max(1, round(max(record["best_step"], 1) * n_all / len(member.train)))
+    datamodule.select(np.arange(n_all), None)
+    pl.seed_everything(member.seed, workers=True, verbose=False)
+    model = build_model(model_cfg, datamodule.num_channels, datamodule.seq_len, 1.0)
+    trainer = build_trainer(
+        cfg,
+        recipe,
+        output_dir / "checkpoints" / f"{member.name}_refit",
+        member.name + "_refit",
+        validate=False,
+        max_steps=steps,
+    )
+    log.info(
+        "member %s: refit on all %d development patients for %d steps", member.name, n_all, steps
+    )
+    trainer.fit(model, datamodule=datamodule)
+    record["refit_steps"] = steps
+    return {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
+
+
+def build_trainer(cfg, recipe, folder: Path, name: str, validate: bool, max_steps=None):
+    """A Lightning Trainer with the recipe's step budget, validation and early stopping."""
+    callbacks = []
+    for key, node in (cfg.get("callbacks") or {}).items():
+        if not node:
+            continue
+        overrides: dict = {}
+        if key == "model_checkpoint":
+            if not validate:
+                continue
+            overrides = {"dirpath": str(folder)}
+        elif key == "early_stopping":
+            if not validate:
+                continue
+            if node.get("patience") is None:
+                overrides = {"patience": recipe.patience}
+        callbacks.append(configured(node, f"callbacks.{key}", **overrides))
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    loggers = [
+        configured(c, f"logger.{k}", **_logger_version(c, name))
+        for k, c in (cfg.get("logger") or {}).items()
+        if c
+    ]
+    steps = max_steps or recipe.max_steps
+    settings = {
+        "max_steps": steps,
+        "max_epochs": -1,
+        "min_steps": min(recipe.min_steps, steps) if validate else None,
+        "val_check_interval": min(recipe.val_every, steps) if validate else None,
+        "check_val_every_n_epoch": None,
+        "limit_val_batches": None if validate else 0,
+        "num_sanity_val_steps": 0,
+        "enable_checkpointing": validate,
+    }
+    settings = {
+        k: v for k, v in settings.items() if v is not None or k == "check_val_every_n_epoch"
+    }
+    return configured(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **settings
+    )
+
+
+def build_model(model_cfg, in_channels: int, seq_len: int, pos_weight: float = 1.0):
+    """The LightningModule of the model config (a dict or config node, ``ensemble`` is the
+    task's); pos_weight 'auto' becomes the given ratio."""
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    cfg = {k: v for k, v in model_cfg.items() if k != "ensemble"}
+    if cfg.get("pos_weight", 1.0) == "auto":
+        cfg["pos_weight"] = pos_weight
+    return configured(
+        OmegaConf.create(cfg), "model", in_channels=in_channels, seq_len=seq_len, _convert_="all"
+    )
+
+
+def select_threshold(cfg: DictConfig, y_val: np.ndarray, probabilities: np.ndarray) -> dict:
+    """The decision threshold by ``cfg.threshold.rule``, on calibrated validation probabilities."""
+    settings = {"rule": "fixed", "value": 0.5, "sensitivity": 0.9, **(cfg.get("threshold") or {})}
+    value = choose_threshold(y_val, probabilities, **settings)
+    predicted = probabilities >= value
     chosen = {
         "rule": settings["rule"],
         "value": value,
         "val_sensitivity": float(predicted[y_val == 1].mean()),
         "val_specificity": float((~predicted[y_val == 0]).mean()),
     }
-    if best:
-        store_threshold(best, value, settings["rule"])
     log.info(
         "threshold %.4f (rule %s): validation sensitivity %.3f, specificity %.3f",
         value,
@@ -144,48 +381,38 @@ def select_threshold(cfg: DictConfig, model, datamodule, best: str) -> dict:
     return chosen
 
 
-def build_model(model_cfg: DictConfig, in_channels: int, seq_len: int, pos_weight: float):
-    """Instantiate the model config; pos_weight 'auto' becomes the training negatives/positives."""
-    weight = model_cfg.get("pos_weight", "auto")
-    overrides = {
-        "in_channels": in_channels,
-        "seq_len": seq_len,
-        "pos_weight": pos_weight if weight == "auto" else weight,
-    }
-    return configured(model_cfg, "model", **overrides, _convert_="all")
-
-
-def configured(node: DictConfig, key: str, **kwargs: object) -> object:
-    """Instantiate the config ``node`` found at ``key``; a constructor that rejects its
-    arguments is a config error.
-
-    Constructors only store and check their arguments, so any exception they raise (a
-    missing ``???`` value, a negative max_epochs, a dropout of 2) is the user's to fix and
-    is reported as one line naming the config key.
-    """
-    try:
-        return instantiate(node, **kwargs)
-    except UserError:
-        raise
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"config {key}: {reason}") from err
-
-
-def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint to continue from: ``resume=true`` (or ``ckpt_path=last``) means this
-    run folder's checkpoints/last.ckpt, so rerunning with the interrupted run's
-    ``hydra.run.dir`` picks up where it stopped."""
+def resume_requested(cfg: DictConfig, output_dir: Path) -> bool:
+    """``resume=true`` (or ``ckpt_path=last``): continue this run folder's members, reusing
+    the finished ones and resuming the interrupted one from its last.ckpt."""
     path = cfg.get("ckpt_path")
-    if cfg.get("resume", False) or path == "last":
-        if path not in (None, "last"):
-            raise UserError("give either resume=true or ckpt_path=PATH, not both")
-        path = output_dir / "checkpoints" / "last.ckpt"
-        if not path.is_file():
-            raise UserError(
-                f"resume=true: {path} not found; pass the interrupted run's folder as "
-                "hydra.run.dir=<run folder>"
-            )
-    elif path is not None and not Path(path).is_file():
-        raise UserError(f"ckpt_path={path}: checkpoint not found")
-    return None if path is None else str(path)
+    if path not in (None, "last"):
+        raise UserError(
+            f"ckpt_path={path}: to continue an interrupted run pass resume=true with the "
+            "run's folder as hydra.run.dir=<run folder>"
+        )
+    if not (cfg.get("resume", False) or path == "last"):
+        return False
+    if not any((output_dir / "checkpoints").glob("*/last.ckpt")):
+        raise UserError(
+            f"resume=true: no checkpoint under {output_dir / 'checkpoints'}; pass the "
+            "interrupted run's folder as hydra.run.dir=<run folder>"
+        )
+    return True
+
+
+def _pos_weight(model_cfg: dict, datamodule, member: Member) -> float:
+    y = datamodule.y_dev[member.train]
+    return float((y == 0).sum() / max((y == 1).sum(), 1))
+
+
+def _logger_version(node: DictConfig, name: str) -> dict:
+    return {"version": name} if "version" in node else {}
+
+
+def _net_state(state_dict: dict) -> dict:
+    """The network's weights out of a LightningModule state dict ('net.' prefix dropped)."""
+    return {k[len("net.") :]: v for k, v in state_dict.items() if k.startswith("net.")}
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from patientcnn.data.batches import TensorBatches, to_channels_first, to_device_
 from patientcnn.data.cohort import Cohort, load_cohort
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec
-from patientcnn.data.split import SPLITS, fold_split, given_split, stratified_split
+from patientcnn.data.split import carve_test, given_split
 from patientcnn.data.synthetic import read_summary, write_cohort
 from patientcnn.errors import UserError
 
@@ -25,8 +26,13 @@ log = logging.getLogger(__name__)
 class PatientDataModule(pl.LightningDataModule):
     """Everything between the user's tables and the model's input tensors.
 
-    With ``cv_folds=K`` and ``fold=i`` the val split is fold i of K patient-level stratified
-    folds of the non-test patients (the test split stays the one ``split`` gives).
+    ``setup`` loads the cohort and decides the test patients: the user's own test table
+    (``test_measurements``/``test_labels``), the user's split column, or a stratified
+    share ``split.test`` of the patients (none when the cohort is too small for one).
+    The other patients are the development set; preprocessing is fitted on them (never
+    on test patients) and they are served as (N, C, L) tensors. Which development
+    patients train and which validate is the training task's choice (``select``): one
+    split, or each fold of a cross-validation in turn.
 
     ``synthetic`` (``make_cohort`` arguments plus a ``name`` used only in the file paths)
     makes ``prepare_data`` write the synthetic cohort to ``measurements``/``labels`` when
@@ -51,26 +57,32 @@ class PatientDataModule(pl.LightningDataModule):
         synthetic: dict | None = None,
         unmatched: str = "error",
         cv_folds: int | None = None,
-        fold: int | None = None,
+        test_measurements: str | None = None,
+        test_labels: str | None = None,
     ) -> None:
         super().__init__()
         self.measurements = measurements
         self.labels = labels
+        self.test_measurements = test_measurements
+        self.test_labels = test_labels
         self.columns = {"id_col": id_col, "time_col": time_col, "label_col": label_col}
         self.features = list(features) if features else None
         self.positive_label = positive_label
         self.split_col = split_col
         self.duplicates = duplicates
         self.grid = GridSpec(**(grid or {}))
-        self.split_args = {"val": 0.15, "test": 0.15, "seed": 0, **(split or {})}
+        self.split_args = {"test": "auto", "seed": 0, **(split or {})}
         self.preprocessor = Preprocessor(**{"step": self.grid.step, **(preprocess or {})})
         self.unmatched = unmatched
         self.batch_size = int(batch_size)
         self.synthetic = {k: v for k, v in synthetic.items() if k != "name"} if synthetic else None
         self.cv_folds = cv_folds
-        self.fold = fold
-        self.index: dict[str, np.ndarray] = {}
+        self.shuffle_seed = int(self.split_args["seed"])
+        self.dev: dict[str, object] = {}  # ids, y, tensors of the development patients
+        self.given_val: np.ndarray | None = None  # split column: positions in dev that validate
+        self.test_source = ""
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.index: dict[str, np.ndarray] = {}
         self.cohort: Cohort | None = None
         self.placed: dict[tuple[str, str], tuple[torch.Tensor, ...]] = {}  # split, device
 
@@ -85,49 +97,87 @@ class PatientDataModule(pl.LightningDataModule):
         log.info("writing the synthetic cohort to %s", folder)
         summary = write_cohort(folder, **self.synthetic)
         log.info(
-            "synthetic cohort: %d patients, prevalence %.3f, ceiling AUROC %.3f",
+            "synthetic cohort: %d patients, prevalence %.3f, sample AUROC of the true risk %.3f",
             summary["n_patients"],
             summary["prevalence"],
             summary["ceiling_auroc"],
         )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.tensors:
+        if self.dev:
             return
-        self.cohort = load_cohort(
-            self.measurements,
-            self.labels,
-            features=self.features,
-            grid=self.grid,
+        cohort = self._load(self.measurements, self.labels, self.grid, self.features)
+        self.cohort = cohort
+        y = cohort.y
+        test_cohort = None
+        if self.test_measurements is not None:
+            if cohort.split is not None:
+                raise UserError(
+                    "data.split_col and data.test_measurements both set: give the test "
+                    "patients one way"
+                )
+            fitted = dataclasses.replace(self.grid, length=int(cohort.arrays.x.shape[1]))
+            test_cohort = self._load(
+                self.test_measurements, self.test_labels, fitted, list(cohort.arrays.features)
+            )
+            dev_idx, test_idx = np.arange(len(y)), np.arange(0)
+            self.test_source = str(self.test_measurements)
+        elif cohort.split is not None:
+            parts = given_split(cohort.split, y, self.split_col)
+            dev_idx = np.sort(np.concatenate([parts["train"], parts["val"]]))
+            test_idx = parts["test"]
+            self.given_val = np.flatnonzero(np.isin(dev_idx, parts["val"]))
+            self.test_source = f"split column '{self.split_col}'"
+        else:
+            dev_idx, test_idx = carve_test(y, self.split_args["test"], self.split_args["seed"])
+            self.test_source = f"{len(test_idx)} patients held out of {self.measurements}"
+        dev = cohort.arrays.subset(dev_idx)
+        self.preprocessor.fit(dev.x, dev.features, dev.valid)
+        self.dev = {"ids": dev.ids, "y": y[dev_idx], "tensors": self._tensors(dev, y[dev_idx])}
+        if test_cohort is not None:
+            test = self._tensors(test_cohort.arrays, test_cohort.y)
+            self.test_ids = test_cohort.arrays.ids
+        else:
+            part = cohort.arrays.subset(test_idx)
+            test = self._tensors(part, y[test_idx])
+            self.test_ids = part.ids
+        self.tensors["test"] = test
+        self.index = {"dev": dev_idx, "test": test_idx}
+
+    def _load(self, measurements, labels, grid: GridSpec, features) -> Cohort:
+        return load_cohort(
+            measurements,
+            labels,
+            features=features,
+            grid=grid,
             positive_label=self.positive_label,
             split_col=self.split_col,
             unmatched=self.unmatched,
             duplicates=self.duplicates,
             **self.columns,
         )
-        arrays, y = self.cohort.arrays, self.cohort.y
-        if self.cohort.split is not None and self.cv_folds:
-            raise UserError(
-                f"data.cv_folds={self.cv_folds} and data.split_col={self.split_col!r} both set: "
-                "cross-validation makes its own folds; set data.split_col=null"
-            )
-        if self.cohort.split is not None:
-            self.index = given_split(self.cohort.split, y, self.split_col)
-        elif self.cv_folds:
-            args = self.split_args
-            self.index = fold_split(y, args["test"], self.cv_folds, self.fold or 0, args["seed"])
+
+    def _tensors(self, part, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.preprocessor.transform(part.x, part.valid)
+        return (
+            to_channels_first(x),
+            torch.from_numpy(part.valid.copy()),
+            torch.from_numpy(y.astype(np.float32)),
+        )
+
+    def select(self, train: np.ndarray, val: np.ndarray | None) -> None:
+        """Train on development positions ``train``, validate on ``val`` (None: no validation)."""
+        x, valid, y = self.dev["tensors"]
+        self.tensors["train"] = (x[train], valid[train], y[train])
+        if val is not None:
+            self.tensors["val"] = (x[val], valid[val], y[val])
         else:
-            self.index = stratified_split(y, **self.split_args)
-        train = arrays.subset(self.index["train"])
-        self.preprocessor.fit(train.x, arrays.features, train.valid)
-        for name in SPLITS:
-            part = arrays.subset(self.index[name])
-            x = self.preprocessor.transform(part.x, part.valid)
-            self.tensors[name] = (
-                to_channels_first(x),
-                torch.from_numpy(part.valid.copy()),
-                torch.from_numpy(y[self.index[name]].astype(np.float32)),
-            )
+            self.tensors.pop("val", None)
+        self.placed = {k: v for k, v in self.placed.items() if k[0] == "test"}
+
+    @property
+    def y_dev(self) -> np.ndarray:
+        return self.dev["y"]
 
     @property
     def num_channels(self) -> int:
@@ -139,35 +189,44 @@ class PatientDataModule(pl.LightningDataModule):
 
     @property
     def pos_weight(self) -> float:
-        """Negatives per positive among training patients, for BCEWithLogits(pos_weight)."""
-        y = self.cohort.y[self.index["train"]]
+        """Negatives per positive among development patients, for BCEWithLogits(pos_weight)."""
+        y = self.y_dev
         return float((y == 0).sum() / max((y == 1).sum(), 1))
 
     def summary(self) -> dict:
-        y = self.cohort.y
-        out = {f"{name}_patients": int(len(idx)) for name, idx in self.index.items()} | {
-            f"{name}_prevalence": float(y[idx].mean()) for name, idx in self.index.items()
+        y_dev, y_test = self.y_dev, self.tensors["test"][2].numpy()
+        return {
+            "development_patients": int(len(y_dev)),
+            "development_prevalence": float(y_dev.mean()),
+            "test_patients": int(len(y_test)),
+            "test_prevalence": float(y_test.mean()) if len(y_test) else None,
+            "test_source": self.test_source,
+            "timesteps": self.seq_len,
+            "features": list(self.cohort.arrays.features),
         }
-        out |= {"timesteps": self.seq_len, "features": list(self.cohort.arrays.features)}
-        return out
 
     def bundle_state(self) -> dict:
-        """What inference needs to turn a new table into this model's input (plain types)."""
+        """What inference needs to turn a new table into this model's input (plain types):
+        the columns, the fitted grid (its length is the training sequence length), how rows
+        sharing a time were combined, and the fitted preprocessing."""
+        grid = dataclasses.replace(self.grid, length=self.seq_len)
         return {
             "columns": dict(self.columns),
-            "grid": self.grid.state(),
+            "grid": grid.state(),
+            "duplicates": self.duplicates,
             "preprocessor": self.preprocessor.state(),
             "input_channels": self.preprocessor.output_features,
         }
 
-    def ceiling_auroc(self, split: str = "test") -> float | None:
-        """AUROC of the synthetic cohort's true risk on ``split``: what a perfect model gets."""
+    def ceiling_auroc(self) -> float | None:
+        """AUROC of the synthetic cohort's true risk on the test patients: what a model
+        that knew each patient's true risk would get on this sample."""
         truth = Path(self.measurements).parent / "truth.csv"
-        if self.synthetic is None or not truth.exists():
+        if self.synthetic is None or not truth.exists() or not len(self.test_ids):
             return None
         risk = pd.read_csv(truth).set_index("patient_id")["true_risk"]
-        idx = self.index[split]
-        return float(roc_auc_score(self.cohort.y[idx], risk.reindex(self.cohort.arrays.ids[idx])))
+        y = self.tensors["test"][2].numpy()
+        return float(roc_auc_score(y, risk.reindex(self.test_ids)))
 
     def _batches(self, split: str, shuffle: bool = False) -> TensorBatches:
         """Batches of ``split``, served from the trainer's GPU when the split fits there."""
@@ -178,9 +237,7 @@ class PatientDataModule(pl.LightningDataModule):
             if key not in self.placed:
                 self.placed[key] = to_device_if_fits(tensors, device)
             tensors = self.placed[key]
-        return TensorBatches(
-            tensors, self.batch_size, shuffle=shuffle, seed=self.split_args["seed"]
-        )
+        return TensorBatches(tensors, self.batch_size, shuffle=shuffle, seed=self.shuffle_seed)
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train", shuffle=True)

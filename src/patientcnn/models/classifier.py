@@ -1,83 +1,45 @@
-"""The LightningModule: ConvNet + weighted BCE + AdamW + clinical classification metrics."""
+"""The one LightningModule: any registered network + weighted BCE + AdamW + a schedule.
+
+The network is chosen by its registry name (``net``) and built from the remaining
+settings, so every family trains, validates and is checkpointed the same way. Metrics
+come from ``patientcnn.metrics``; the schedule is a linear warm-up followed by a cosine
+decay over the run's optimizer steps (``trainer.max_steps``, set by the recipe).
+"""
 
 from __future__ import annotations
+
+import math
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanSquaredError, MetricCollection
-from torchmetrics.classification import (
-    BinaryAccuracy,
-    BinaryAUROC,
-    BinaryAveragePrecision,
-    BinaryF1Score,
-)
 
 from patientcnn.errors import UserError
-from patientcnn.models.conv import ConvNet
+from patientcnn.metrics import classification_metrics
+from patientcnn.models.registry import create_network
 
 SCHEDULERS = ("none", "cosine", "plateau")
 
 
-def classification_metrics(prefix: str) -> MetricCollection:
-    """AUROC, AUPRC (average precision), accuracy and F1 at 0.5, and the Brier score."""
-    return MetricCollection(
-        {
-            "auroc": BinaryAUROC(),
-            "auprc": BinaryAveragePrecision(),
-            "accuracy": BinaryAccuracy(),
-            "f1": BinaryF1Score(),
-            "brier": MeanSquaredError(),
-        },
-        prefix=prefix,
-    )
-
-
-def layer_widths(channels: list[int] | None, depth: int | None, width: int | None) -> list[int]:
-    """``channels``, or ``[width] * depth`` when it is null: two numbers a sweep can search."""
-    if channels is not None:
-        if depth is not None or width is not None:
-            raise UserError(
-                "set either model.channels or model.depth and model.width "
-                "(with model.channels=null), not both"
-            )
-        return list(channels)
-    if not (isinstance(depth, int) and isinstance(width, int) and depth >= 1 and width >= 1):
-        raise UserError(
-            f"with model.channels=null, model.depth and model.width must be positive integers, "
-            f"got depth={depth!r}, width={width!r}"
-        )
-    return [width] * depth
-
-
-class CNNClassifier(pl.LightningModule):
+class Classifier(pl.LightningModule):
     """Binary outcome classifier; every constructor argument is a plain hyperparameter.
 
     ``pos_weight`` scales the loss of positive patients (the train task sets it to the
     negatives-per-positive ratio when the config says 'auto'), so a rare outcome is not
-    ignored.
+    ignored. ``**net_config`` are the network family's own settings (see its module).
     """
 
     def __init__(
         self,
         in_channels: int,
         seq_len: int,
-        channels: list[int] | None = (32, 64, 64),
-        kernel_size: int | list[int] = 5,
-        stride: int | list[int] = 1,
-        dilation: int | list[int] = 1,
-        padding: int | str | list[int | str] = "same",
-        groups: int | list[int] = 1,
-        norm: str = "batch",
-        activation: str = "relu",
-        dropout: float = 0.1,
-        pooling: str = "avgmax",
-        lr: float = 3e-3,
+        net: str = "cnn",
+        lr: float = 1e-3,
         weight_decay: float = 1e-2,
         scheduler: str = "cosine",
+        warmup: float = 0.05,
         pos_weight: float = 1.0,
-        depth: int | None = None,
-        width: int | None = None,
+        **net_config,
     ) -> None:
         super().__init__()
         if scheduler not in SCHEDULERS:
@@ -88,32 +50,27 @@ class CNNClassifier(pl.LightningModule):
             raise UserError(
                 f"model.pos_weight must be 'auto' or a positive number, got {pos_weight!r}"
             )
+        if not (isinstance(warmup, (int, float)) and 0 <= warmup < 1):
+            raise UserError(f"model.warmup must be a fraction in [0, 1), got {warmup!r}")
         self.save_hyperparameters()
-        self.net = ConvNet(
-            in_channels,
-            seq_len,
-            layer_widths(channels, depth, width),
-            kernel_size,
-            stride,
-            dilation,
-            padding,
-            groups,
-            norm,
-            activation,
-            dropout,
-            pooling,
-        )
+        self.net = create_network(net, in_channels, seq_len, **net_config)
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)), persistent=False)
         self.val_metrics = classification_metrics("val/")
         self.test_metrics = classification_metrics("test/")
         self.train_loss_sum = torch.zeros(())  # reset on the model's device every epoch
         self.train_count = 0
 
+    def network_spec(self) -> dict:
+        """What a bundle stores to rebuild the network: registry name and plain settings."""
+        hp = dict(self.hparams)
+        config = {k: v for k, v in hp.items() if k not in OPTIMISATION_KEYS}
+        return {"name": hp["net"], "config": config}
+
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return self.net(x, valid)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight)
+        return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=self.pos_weight)
 
     def on_train_epoch_start(self) -> None:
         self.train_loss_sum = torch.zeros((), device=self.device)
@@ -150,9 +107,7 @@ class CNNClassifier(pl.LightningModule):
         if self.train_count:
             self.log("train/loss", self.train_loss_sum / self.train_count, prog_bar=True)
 
-    def _evaluate(
-        self, batch: tuple[torch.Tensor, ...], metrics: MetricCollection, stage: str
-    ) -> None:
+    def _evaluate(self, batch: tuple[torch.Tensor, ...], metrics, stage: str) -> None:
         x, valid, y = batch
         logits = self(x, valid)
         self.log(f"{stage}/loss", self._loss(logits, y), prog_bar=stage == "val", batch_size=len(y))
@@ -179,13 +134,35 @@ class CNNClassifier(pl.LightningModule):
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
         if self.hparams.scheduler == "cosine":
-            max_epochs = max(int(self.trainer.max_epochs or 1), 1)
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
-            return {"optimizer": optimizer, "lr_scheduler": schedule}
-        if self.hparams.scheduler == "plateau":
-            schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=3)
+            total = max(int(self.trainer.estimated_stepping_batches), 1)
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, warmup_cosine(total, self.hparams.warmup)
+            )
             return {
                 "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "monitor": "val/auroc"},
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"},
+            }
+        if self.hparams.scheduler == "plateau":
+            schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=3)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "monitor": "val/loss"},
             }
         return {"optimizer": optimizer}
+
+
+OPTIMISATION_KEYS = ("lr", "weight_decay", "scheduler", "warmup", "pos_weight")
+
+
+def warmup_cosine(total_steps: int, warmup: float):
+    """Learning-rate factor per step: linear from ~0 to 1 over the warm-up share of the
+    steps, then a cosine down to 1 % of the peak at the last step."""
+    warm = max(1, int(round(warmup * total_steps)))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor

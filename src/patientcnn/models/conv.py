@@ -1,4 +1,4 @@
-"""The 1D-CNN and the arithmetic that says what each layer does to the tensor shape.
+"""The plain 1D-CNN ("cnn") and the arithmetic that says what each layer does to the tensor shape.
 
 Input is PyTorch's Conv1d layout (N, C, L): N patients, C features (the in_channels of
 the first layer), L time steps. Each layer has out_channels filters, each spanning
@@ -22,10 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from patientcnn.errors import UserError
-
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
-NORMS = ("batch", "layer", "none")
-POOLINGS = ("avg", "max", "avgmax")
+from patientcnn.models.layers import (
+    PooledHead,
+    make_activation,
+    make_norm,
+    param_count,
+    same_padding,
+    steps_mask,
+    valid_interval,
+)
+from patientcnn.models.registry import register
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,7 @@ class LayerSpec:
 def resolve_padding(padding: int | str, kernel_size: int, dilation: int) -> tuple[int, int]:
     """'same' pads d*(k-1) in total (left gets the smaller half), 'valid' none, an int p both."""
     if padding == "same":
-        total = dilation * (kernel_size - 1)
-        return total // 2, total - total // 2
+        return same_padding(kernel_size, dilation)
     if padding == "valid":
         return 0, 0
     if isinstance(padding, int) and padding >= 0:
@@ -126,78 +131,36 @@ def check_fits(specs: list[LayerSpec], seq_len: int) -> list[int]:
     return lengths
 
 
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over channels at each time step, so padding never enters the statistics."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
-
-
-class ConvBlock(nn.Module):
-    """pad -> Conv1d -> norm -> activation -> dropout, then zero the padding steps."""
-
-    def __init__(self, spec: LayerSpec, norm: str, activation: str, dropout: float) -> None:
-        super().__init__()
-        self.spec = spec
-        self.conv = nn.Conv1d(
-            spec.in_channels,
-            spec.out_channels,
-            spec.kernel_size,
-            stride=spec.stride,
-            dilation=spec.dilation,
-            groups=spec.groups,
-            bias=norm == "none",
-        )
-        self.norm = {
-            "batch": lambda: nn.BatchNorm1d(spec.out_channels),
-            "layer": lambda: ChannelLayerNorm(spec.out_channels),
-            "none": nn.Identity,
-        }[norm]()
-        self.act = ACTIVATIONS[activation]()
-        self.drop = nn.Dropout(dropout)
-
-    def forward(
-        self, x: torch.Tensor, start: torch.Tensor, end: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: (N, C, L); ``[start, end)`` per patient are the real steps, the rest padding.
-
-        The output interval is what the same layer would produce on the patient's steps
-        alone (the length formula applied to each end), so outputs that would not exist
-        without the padding are zeroed, and the next layer sees zeros there, just as it
-        would see its own zero padding.
-        """
-        spec = self.spec
-        x = F.pad(x, (spec.pad_left, spec.pad_right))
-        x = self.drop(self.act(self.norm(self.conv(x))))
-        span = spec.dilation * (spec.kernel_size - 1) + 1
-        start = torch.div(start + spec.stride - 1, spec.stride, rounding_mode="floor")
-        end = (
-            torch.div(
-                end + spec.pad_left + spec.pad_right - span, spec.stride, rounding_mode="floor"
+def layer_widths(channels: list[int] | None, depth: int | None, width: int | None) -> list[int]:
+    """``channels``, or ``[width] * depth`` when it is null: two numbers a sweep can search."""
+    if channels is not None:
+        if depth is not None or width is not None:
+            raise UserError(
+                "set either model.channels or model.depth and model.width "
+                "(with model.channels=null), not both"
             )
-            + 1
+        return list(channels)
+    if not (isinstance(depth, int) and isinstance(width, int) and depth >= 1 and width >= 1):
+        raise UserError(
+            f"with model.channels=null, model.depth and model.width must be positive integers, "
+            f"got depth={depth!r}, width={width!r}"
         )
-        return x * steps_mask(start, end, x.shape[2]).to(x.dtype), start, end
+    return [width] * depth
 
 
-def steps_mask(start: torch.Tensor, end: torch.Tensor, length: int) -> torch.Tensor:
-    """(N,) intervals -> (N, 1, length) bool mask of the steps inside them."""
-    steps = torch.arange(length, device=start.device)
-    return ((steps >= start[:, None]) & (steps < end[:, None])).unsqueeze(1)
-
-
+@register("cnn")
 class ConvNet(nn.Module):
-    """Conv blocks -> masked global pooling over time -> one logit per patient."""
+    """The plain 1D-CNN: conv blocks -> masked global pooling over time -> one logit.
+
+    Every setting but ``channels`` takes one value (all layers) or a list (one per
+    layer); ``channels`` (or ``depth`` x ``width``) is the number of filters per layer.
+    """
 
     def __init__(
         self,
         in_channels: int,
         seq_len: int,
-        channels: list[int],
+        channels: list[int] | None = (32, 64, 64),
         kernel_size: int | list[int] = 5,
         stride: int | list[int] = 1,
         dilation: int | list[int] = 1,
@@ -207,29 +170,30 @@ class ConvNet(nn.Module):
         activation: str = "relu",
         dropout: float = 0.1,
         pooling: str = "avgmax",
+        depth: int | None = None,
+        width: int | None = None,
     ) -> None:
         super().__init__()
-        _check_choice("norm", norm, NORMS)
-        _check_choice("activation", activation, tuple(ACTIVATIONS))
-        _check_choice("pooling", pooling, POOLINGS)
         self.specs = layer_specs(
-            in_channels, list(channels), kernel_size, stride, dilation, padding, groups
+            in_channels,
+            layer_widths(channels, depth, width),
+            kernel_size,
+            stride,
+            dilation,
+            padding,
+            groups,
         )
         self.lengths = check_fits(self.specs, seq_len)
         self.blocks = nn.ModuleList(ConvBlock(s, norm, activation, dropout) for s in self.specs)
-        self.pooling = pooling
-        width = self.specs[-1].out_channels * (2 if pooling == "avgmax" else 1)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, 1))
+        self.head = PooledHead(self.specs[-1].out_channels, pooling, dropout)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """x: (N, C, L) float, valid: (N, L) bool, one contiguous run per patient -> logits (N,)."""
-        start = valid.int().argmax(dim=1)
-        end = valid.shape[1] - valid.flip(1).int().argmax(dim=1)
-        end = torch.where(valid.any(dim=1), end, start)
+        start, end = valid_interval(valid)
+        x = x * valid.unsqueeze(1).to(x.dtype)  # padded steps are zeros, whatever was there
         for block in self.blocks:
             x, start, end = block(x, start, end)
-        mask = steps_mask(start, end, x.shape[2]).to(x.dtype)
-        return self.head(masked_pool(x, mask, self.pooling)).squeeze(1)
+        return self.head(x, steps_mask(start, end, x.shape[2]))
 
     def shape_table(self) -> list[dict]:
         """Per layer: what goes in, what comes out, how far back in time it sees."""
@@ -250,64 +214,54 @@ class ConvNet(nn.Module):
                     "length_in": self.lengths[i],
                     "length_out": self.lengths[i + 1],
                     "receptive_field": receptive,
-                    "params": sum(p.numel() for p in block.parameters()),
+                    "params": param_count(block),
                 }
             )
         return rows
 
 
-def masked_pool(x: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Average and/or max over the valid time steps only: (N, C, L) -> (N, C or 2C)."""
-    count = mask.sum(dim=2).clamp(min=1.0)
-    parts = []
-    if pooling in ("avg", "avgmax"):
-        parts.append((x * mask).sum(dim=2) / count)
-    if pooling in ("max", "avgmax"):
-        peak = x.masked_fill(mask == 0, float("-inf")).amax(dim=2)
-        parts.append(torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)))
-    return torch.cat(parts, dim=1)
+class ConvBlock(nn.Module):
+    """pad -> Conv1d -> norm -> activation -> dropout, then zero the padding steps."""
 
+    def __init__(self, spec: LayerSpec, norm: str, activation: str, dropout: float) -> None:
+        super().__init__()
+        self.spec = spec
+        self.conv = nn.Conv1d(
+            spec.in_channels,
+            spec.out_channels,
+            spec.kernel_size,
+            stride=spec.stride,
+            dilation=spec.dilation,
+            groups=spec.groups,
+            bias=norm == "none",
+        )
+        self.norm = make_norm(norm, spec.out_channels)
+        self.act = make_activation(activation)
+        self.drop = nn.Dropout(dropout)
 
-def format_shape_table(rows: list[dict], batch: str = "N") -> str:
-    """The shape table as aligned text, with the tensor shape after each layer."""
-    headers = [
-        "layer",
-        "in_ch",
-        "out_ch (filters)",
-        "kernel",
-        "stride",
-        "dilation",
-        "padding",
-        "groups",
-        "L_in",
-        "L_out",
-        "receptive field",
-        "params",
-        "output shape",
-    ]
-    body = [
-        [
-            str(r["layer"]),
-            str(r["in_channels"]),
-            str(r["out_channels"]),
-            str(r["kernel"]),
-            str(r["stride"]),
-            str(r["dilation"]),
-            r["padding"],
-            str(r["groups"]),
-            str(r["length_in"]),
-            str(r["length_out"]),
-            f"{r['receptive_field']} steps",
-            f"{r['params']:,}",
-            f"({batch}, {r['out_channels']}, {r['length_out']})",
-        ]
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in body]
-    return "\n".join(lines)
+    def forward(
+        self, x: torch.Tensor, start: torch.Tensor, end: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (N, C, L); ``[start, end)`` per patient are the real steps, the rest padding.
+
+        The output interval is what the same layer would produce on the patient's steps
+        alone (the length formula applied to each end), so outputs that would not exist
+        without the padding are zeroed (and left out of the norm's statistics), and the
+        next layer sees zeros there, just as it would see its own zero padding.
+        """
+        spec = self.spec
+        x = self.conv(F.pad(x, (spec.pad_left, spec.pad_right)))
+        span = spec.dilation * (spec.kernel_size - 1) + 1
+        start = torch.div(start + spec.stride - 1, spec.stride, rounding_mode="floor")
+        end = (
+            torch.div(
+                end + spec.pad_left + spec.pad_right - span, spec.stride, rounding_mode="floor"
+            )
+            + 1
+        )
+        mask = steps_mask(start, end, x.shape[2])
+        x = self.drop(self.act(self.norm(x, mask)))
+        return x * mask.to(x.dtype), start, end
 
 
 def _per_layer(value: object, depth: int, name: str) -> list:
@@ -318,8 +272,3 @@ def _per_layer(value: object, depth: int, name: str) -> list:
             )
         return list(value)
     return [value] * depth
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"model.{name} must be one of {', '.join(choices)}; got {value!r}")

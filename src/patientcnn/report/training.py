@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patientcnn.checkpoint import load_bundle
 from patientcnn.errors import UserError
 from patientcnn.report.baselines import fit_baselines
 from patientcnn.report.bootstrap import weighted_metrics
@@ -35,13 +34,14 @@ def report_training_run(
     model: torch.nn.Module,
     datamodule,
     run_dir: Path,
-    checkpoint: str,
-    threshold: float | None = None,
+    threshold: float = 0.5,
 ) -> dict:
-    """Write ``run_dir/report/`` for the tested model; return the keys to add to metrics.json.
+    """Write ``run_dir/report/`` for the trained model; return the keys to add to metrics.json.
 
-    ``model`` must hold the best checkpoint's weights (as it does after ``trainer.test``).
-    ``threshold`` defaults to the checkpoint bundle's (0.5 unless one was chosen).
+    ``model(x, valid)`` returns the calibrated logit (the ensemble of the bundle). The
+    baselines are fitted on the datamodule's training patients (every development
+    patient, as the ensemble used them all) and, like the permutation importance, scored
+    on the test patients, which nothing was fitted on.
     """
     cfg = {**DEFAULTS, **(settings or {})}
     unknown = sorted(set(cfg) - set(DEFAULTS))
@@ -49,8 +49,6 @@ def report_training_run(
         raise UserError(f"unknown report setting(s) {unknown}; known: {sorted(DEFAULTS)}")
     if not cfg["enabled"]:
         return {}
-    if threshold is None:
-        threshold = load_bundle(checkpoint).threshold if checkpoint else 0.5
     predict = predictor(model)
     split = {
         name: [t.cpu().numpy() for t in datamodule.tensors[name]] for name in datamodule.tensors
@@ -60,21 +58,19 @@ def report_training_run(
     extra = {}
     if cfg["baselines"]:
         pos_weight = float(getattr(model, "hparams", {}).get("pos_weight", 1.0))
-        probs = fit_baselines(
-            split["train"], {s: split[s][:2] for s in ("val", "test")}, pos_weight, cfg["seed"]
-        )
+        probs = fit_baselines(split["train"], {"test": split["test"][:2]}, pos_weight, cfg["seed"])
         record["baselines"] = {
             name: _point_metrics({s: split[s][2] for s in by_split}, by_split, threshold)
             for name, by_split in probs.items()
         }
         extra = {name: by_split["test"] for name, by_split in probs.items()}
     importance = None
-    if cfg["importance"] and len(np.unique(split["val"][2])) < 2:
-        log.warning("permutation importance skipped: the validation patients share one outcome")
+    if cfg["importance"] and len(np.unique(split["test"][2])) < 2:
+        log.warning("permutation importance skipped: the test patients share one outcome")
     elif cfg["importance"]:
         importance = permutation_importance(
             predict,
-            *split["val"],
+            *split["test"],
             channels=list(datamodule.preprocessor.output_features),
             n_blocks=cfg["time_blocks"],
             repeats=cfg["importance_repeats"],

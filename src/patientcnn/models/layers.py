@@ -1,0 +1,211 @@
+"""Building blocks every network family shares: masks, masked normalisation and pooling.
+
+A batch holds patients of different lengths, padded to one length L. ``valid`` (N, L)
+marks each patient's real steps. Three things would let the padding leak into a
+patient's prediction, and each has its answer here:
+
+- a convolution reads the padded steps next to a patient's last real step: every
+  block multiplies its output by the mask, so a layer sees zeros there, exactly what
+  its own zero padding would give on the unpadded sequence;
+- BatchNorm's batch statistics would count padded steps: ``MaskedBatchNorm1d``
+  averages over real steps only;
+- global pooling would average padded steps in: ``masked_pool`` pools real steps only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from patientcnn.errors import UserError
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
+NORMS = ("batch", "layer", "none")
+POOLINGS = ("avg", "max", "avgmax")
+
+
+def steps_mask(start: torch.Tensor, end: torch.Tensor, length: int) -> torch.Tensor:
+    """(N,) intervals -> (N, 1, length) bool mask of the steps inside them."""
+    steps = torch.arange(length, device=start.device)
+    return ((steps >= start[:, None]) & (steps < end[:, None])).unsqueeze(1)
+
+
+def valid_interval(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, L) bool with one contiguous run of real steps per patient -> its [start, end)."""
+    start = valid.int().argmax(dim=1)
+    end = valid.shape[1] - valid.flip(1).int().argmax(dim=1)
+    return start, torch.where(valid.any(dim=1), end, start)
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics count only the real (unpadded) steps.
+
+    In evaluation it is an ordinary BatchNorm1d (running statistics), so exported graphs
+    and TorchScript see the standard operator. When no step of the batch is padding the
+    standard kernel runs, which gives the same numbers faster.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.training or mask is None or bool(mask.all()):
+            return super().forward(x)
+        weights = mask.to(x.dtype)
+        count = weights.sum().clamp(min=2.0)
+        mean = (x * weights).sum(dim=(0, 2)) / count
+        centred = (x - mean[None, :, None]) * weights
+        var = (centred * centred).sum(dim=(0, 2)) / count
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * count / (count - 1), m)
+                self.num_batches_tracked += 1
+        out = (x - mean[None, :, None]) * torch.rsqrt(var + self.eps)[None, :, None]
+        if self.affine:
+            out = out * self.weight[None, :, None] + self.bias[None, :, None]
+        return out
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over channels at each time step, so padding never enters the statistics."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+class NoNorm(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return x
+
+
+def make_norm(norm: str, channels: int) -> nn.Module:
+    """A normalisation layer called as ``norm(x, mask)``; padding never enters its statistics."""
+    check_choice("norm", norm, NORMS)
+    if norm == "batch":
+        return MaskedBatchNorm1d(channels)
+    if norm == "layer":
+        return ChannelLayerNorm(channels)
+    return NoNorm()
+
+
+def make_activation(activation: str) -> nn.Module:
+    check_choice("activation", activation, tuple(ACTIVATIONS))
+    return ACTIVATIONS[activation]()
+
+
+def masked_pool(x: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Average and/or max over the valid time steps only: (N, C, L) -> (N, C or 2C)."""
+    mask = mask.to(x.dtype)
+    count = mask.sum(dim=2).clamp(min=1.0)
+    parts = []
+    if pooling in ("avg", "avgmax"):
+        parts.append((x * mask).sum(dim=2) / count)
+    if pooling in ("max", "avgmax"):
+        peak = x.masked_fill(mask == 0, float("-inf")).amax(dim=2)
+        parts.append(torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)))
+    return torch.cat(parts, dim=1)
+
+
+def masked_max_pool(x: torch.Tensor, mask: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
+    """Max over a sliding window of real steps (padding counts as -inf, as on the edges)."""
+    filled = x.masked_fill(~mask, float("-inf"))
+    out = F.max_pool1d(filled, kernel_size, stride=1, padding=kernel_size // 2)
+    return out.masked_fill(~mask, 0.0)
+
+
+class PooledHead(nn.Module):
+    """Masked global pooling over time, dropout, one linear logit per patient."""
+
+    def __init__(self, channels: int, pooling: str, dropout: float) -> None:
+        super().__init__()
+        check_choice("pooling", pooling, POOLINGS)
+        self.pooling = pooling
+        self.width = channels * (2 if pooling == "avgmax" else 1)
+        self.drop = nn.Dropout(dropout)
+        self.linear = nn.Linear(self.width, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.drop(masked_pool(x, mask, self.pooling))).squeeze(1)
+
+
+def same_padding(kernel_size: int, dilation: int) -> tuple[int, int]:
+    """'same' pads d*(k-1) in total; the left side gets the smaller half (even kernels too)."""
+    total = dilation * (kernel_size - 1)
+    return total // 2, total - total // 2
+
+
+class SameConv1d(nn.Conv1d):
+    """Conv1d with 'same' zero padding for any kernel (odd or even) and dilation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, **kwargs) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, **kwargs)
+        self.pads = same_padding(kernel_size, self.dilation[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pads))
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"model.{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"model.{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def receptive_field(kernel_sizes: list[int], dilations: list[int]) -> int:
+    """Steps one output sees through stride-1 convolutions in sequence."""
+    return 1 + sum((k - 1) * d for k, d in zip(kernel_sizes, dilations, strict=True))
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def format_shape_table(rows: list[dict], batch: str = "N") -> str:
+    """The shape table as aligned text, with the tensor shape after each layer."""
+    headers = [
+        "layer",
+        "in_ch",
+        "out_ch (filters)",
+        "kernel",
+        "stride",
+        "dilation",
+        "padding",
+        "groups",
+        "L_in",
+        "L_out",
+        "receptive field",
+        "params",
+        "output shape",
+    ]
+    body = [
+        [
+            str(r["layer"]),
+            str(r["in_channels"]),
+            str(r["out_channels"]),
+            str(r["kernel"]),
+            str(r["stride"]),
+            str(r["dilation"]),
+            r["padding"],
+            str(r["groups"]),
+            str(r["length_in"]),
+            str(r["length_out"]),
+            f"{r['receptive_field']} steps",
+            f"{r['params']:,}",
+            f"({batch}, {r['out_channels']}, {r['length_out']})",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in body]
+    return "\n".join(lines)

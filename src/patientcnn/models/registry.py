@@ -1,0 +1,62 @@
+"""Networks by name: ``create_network(name, in_channels, seq_len, **config)``.
+
+A checkpoint stores the registry name and the plain config, never a class path, so a
+bundle rebuilds its network without running anything the file names. A new family is
+one module in this package that decorates its class with ``@register("name")`` (and is
+imported in ``_FAMILIES`` below) plus one yaml in ``configs/model/``.
+
+Every network takes ``x`` (N, C, L) and ``valid`` (N, L) and returns logits (N,);
+padded steps never change a patient's logit. ``shape_table()`` lists its blocks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from torch import nn
+
+from patientcnn.errors import UserError
+
+_FAMILIES = ("conv", "resnet", "inception", "tcn")  # modules that register networks
+_NETWORKS: dict[str, type[nn.Module]] = {}
+
+
+def register(name: str):
+    """Class decorator: make the network available as ``name``."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        _NETWORKS[name] = cls
+        return cls
+
+    return add
+
+
+def network_names() -> list[str]:
+    _load_families()
+    return sorted(_NETWORKS)
+
+
+def network_class(name: str) -> type[nn.Module]:
+    _load_families()
+    if name not in _NETWORKS:
+        raise UserError(f"model.net={name!r} is not a network; choose one of {network_names()}")
+    return _NETWORKS[name]
+
+
+def create_network(name: str, in_channels: int, seq_len: int, **config) -> nn.Module:
+    """The network ``name`` for inputs of ``in_channels`` features and ``seq_len`` steps."""
+    cls = network_class(name)
+    known = set(inspect.signature(cls).parameters) - {"in_channels", "seq_len"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise UserError(
+            f"model.net={name} has no setting(s) {', '.join(unknown)}; "
+            f"its settings are: {', '.join(sorted(known))}"
+        )
+    return cls(in_channels=in_channels, seq_len=seq_len, **config)
+
+
+def _load_families() -> None:
+    for module in _FAMILIES:
+        importlib.import_module(f"patientcnn.models.{module}")

@@ -1,0 +1,145 @@
+"""Using every patient: test tables, K-fold ensembles in one checkpoint, tiny cohorts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import read_metrics, run_cli, train_run
+
+from patientcnn.calibration import calibrated, fit_calibration
+from patientcnn.checkpoint import load_bundle
+from patientcnn.data.split import carve_test, fold_splits
+from patientcnn.errors import UserError
+from patientcnn.models.conv import layer_widths
+from patientcnn.recipe import plan_recipe
+
+
+def test_folds_partition_the_development_patients():
+    y = np.random.default_rng(0).binomial(1, 0.2, size=300)
+    folds = fold_splits(y, 4, seed=3)
+    vals = np.concatenate([v for _, v in folds])
+    assert np.array_equal(np.sort(vals), np.arange(300))  # every patient validates once
+    for train, val in folds:
+        assert not np.intersect1d(train, val).size
+        assert abs(y[val].mean() - y.mean()) < 0.05  # stratified
+
+
+def test_auto_test_split_keeps_small_cohorts_whole():
+    small = np.array([0, 1] * 100)
+    dev, test = carve_test(small, "auto", seed=0)
+    assert len(dev) == 200 and len(test) == 0
+    large = np.array([0, 0, 0, 1] * 500)
+    dev, test = carve_test(large, "auto", seed=0)
+    assert len(test) == 300 and not np.intersect1d(dev, test).size
+
+
+def test_recipe_rules_follow_the_cohort_size():
+    tiny = plan_recipe({}, np.array([0, 1] * 10), seq_len=500)
+    assert tiny.folds == 5 and tiny.batch_size == 8 and tiny.max_steps >= 300
+    large = plan_recipe({}, np.array([0, 1] * 2000), seq_len=48)
+    assert large.folds == 1 and large.batch_size == 64
+    assert large.max_steps == 3000  # 100 epochs of 50 steps, capped at max_steps
+    # max_work bounds the patient-timesteps: long series get fewer steps
+    long = plan_recipe({}, np.array([0, 1] * 2000), seq_len=5000)
+    assert long.max_steps == int(5.0e7 // (64 * 5000))
+    # never more folds than patients of the smaller outcome
+    assert plan_recipe({}, np.array([0] * 20 + [1] * 3), seq_len=10).folds == 3
+    with pytest.raises(UserError, match="at least 2 patients"):
+        plan_recipe({}, np.array([0] * 20 + [1]), seq_len=10)
+    assert "batch size" in tiny.describe()
+
+
+def test_calibration_never_changes_the_ranking():
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.2
+    z = np.where(y, 1.5, -1.0) + rng.normal(0, 1.5, 300)
+    cal = fit_calibration(z, y, "platt")
+    assert cal["scale"] > 0
+    assert np.array_equal(np.argsort(calibrated(z, cal)), np.argsort(z))
+    # logits that run against the outcome: no skill, everyone gets the prevalence
+    inverted = fit_calibration(-z, y, "platt")
+    assert inverted["scale"] == 0.0
+    prob = 1 / (1 + np.exp(-calibrated(-z, inverted)))
+    assert abs(prob[0] - y.mean()) < 0.02
+    assert fit_calibration(z, y, "none") == {"method": "none", "scale": 1.0, "shift": 0.0}
+
+
+def test_cv_run_writes_one_ensemble_checkpoint_that_predict_uses(tmp_path):
+    proc, out = train_run(tmp_path, "data.cv_folds=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_metrics(out)
+    assert [m["member"] for m in record["members"]] == ["fold0", "fold1", "fold2"]
+    assert (
+        sum(m["val_patients"] for m in record["members"])
+        == record["cohort"]["development_patients"]
+    )
+    bundle = load_bundle(out / "checkpoints" / "best.ckpt")
+    assert len(bundle.members) == 3 and bundle.calibration["method"] == "platt"
+    assert len(bundle.build_model().members) == 3
+    measurements = tmp_path / "data" / "synthetic" / "small" / "measurements.csv"
+    pred = run_cli(
+        "scripts/predict.py",
+        f"checkpoint={out / 'checkpoints' / 'best.ckpt'}",
+        f"input={measurements}",
+        f"output={tmp_path / 'p.csv'}",
+    )
+    assert pred.returncode == 0, pred.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 400
+
+
+def test_a_separate_test_table_is_scored_and_no_patient_is_held_out(tmp_path, small_cohort):
+    m = pd.read_csv(small_cohort / "measurements.csv")
+    y = pd.read_csv(small_cohort / "labels.csv")
+    test_ids = y["patient_id"].iloc[:60]
+    for name, frame in (
+        ("train", lambda d: d[~d.patient_id.isin(test_ids)]),
+        ("test", lambda d: d[d.patient_id.isin(test_ids)]),
+    ):
+        frame(m).to_csv(tmp_path / f"{name}_m.csv", index=False)
+        frame(y).to_csv(tmp_path / f"{name}_y.csv", index=False)
+    proc, out = train_run(
+        tmp_path,
+        "data=table",
+        f"data.measurements={tmp_path / 'train_m.csv'}",
+        f"data.labels={tmp_path / 'train_y.csv'}",
+        f"data.test_measurements={tmp_path / 'test_m.csv'}",
+        f"data.test_labels={tmp_path / 'test_y.csv'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_metrics(out)
+    assert record["cohort"]["development_patients"] == 240
+    assert record["cohort"]["test_patients"] == 60
+    assert 0.0 <= record["metrics"]["test/auroc"] <= 1.0
+
+
+def test_ten_patients_train(tmp_path, small_cohort):
+    """Five patients per outcome is enough to train (cross-validated, no test split)."""
+    m = pd.read_csv(small_cohort / "measurements.csv")
+    y = pd.read_csv(small_cohort / "labels.csv")
+    keep = pd.concat([y[y.label == 0].head(5), y[y.label == 1].head(5)])
+    m[m.patient_id.isin(keep.patient_id)].to_csv(tmp_path / "m.csv", index=False)
+    keep.to_csv(tmp_path / "y.csv", index=False)
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train.py",
+        "data=table",
+        f"data.measurements={tmp_path / 'm.csv'}",
+        f"data.labels={tmp_path / 'y.csv'}",
+        f"hydra.run.dir={out}",
+        "recipe.steps=5",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_metrics(out)
+    assert len(record["members"]) == 5
+    assert record["cohort"]["test_patients"] == 0
+    assert "val/auroc" in record["metrics"]
+
+
+def test_depth_and_width_make_the_channels():
+    assert layer_widths(None, depth=3, width=16) == [16, 16, 16]
+    assert layer_widths([8, 4], depth=None, width=None) == [8, 4]
+    with pytest.raises(UserError, match="not both"):
+        layer_widths([8], depth=2, width=8)
+    with pytest.raises(UserError, match="model.depth and model.width"):
+        layer_widths(None, depth=None, width=8)

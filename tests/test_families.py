@@ -1,0 +1,76 @@
+"""Every registered network family: shapes, padding invariance, masked batch statistics."""
+
+import pytest
+import torch
+
+from patientcnn.models.layers import MaskedBatchNorm1d, format_shape_table
+from patientcnn.models.registry import create_network, network_names
+
+SMALL = {
+    "cnn": {"channels": [8, 8], "kernel_size": 3, "dilation": [1, 2]},
+    "resnet": {"channels": [8, 16]},
+    "inceptiontime": {"depth": 3, "width": 4, "bottleneck": 4, "kernel_size": 10},
+    "tcn": {"depth": 3, "width": 8},
+}
+
+
+def test_the_registry_lists_the_four_families():
+    assert network_names() == sorted(SMALL)
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_shape_table_describes_every_block(family):
+    net = create_network(family, 3, 40, **SMALL[family])
+    rows = net.shape_table()
+    assert rows and rows[0]["in_channels"] == 3 and rows[-1]["length_out"] == 40
+    assert sum(r["params"] for r in rows) <= sum(p.numel() for p in net.parameters())
+    text = format_shape_table(rows)
+    assert "receptive field" in text and f"(N, {rows[-1]['out_channels']}, 40)" in text
+    fields = [r["receptive_field"] for r in rows]
+    assert fields == sorted(fields) and fields[-1] > fields[0]
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_more_padding_changes_no_prediction(family, mode):
+    """The same patients padded to 40 or 70 steps, or alone at their own length, give the
+    same logits; in training mode too, so padding never enters the batch statistics."""
+    torch.manual_seed(0)
+    short = create_network(family, 3, 40, **SMALL[family])
+    longer = create_network(family, 3, 70, **SMALL[family])
+    for net in (short, longer):  # dropout off: the comparison is deterministic
+        for m in net.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    x = torch.randn(4, 3, 40)
+    valid = torch.ones(4, 40, dtype=torch.bool)
+    valid[1, 25:] = False
+    valid[3, 9:] = False
+    short.train()
+    for _ in range(3):  # non-trivial running statistics
+        short(x * 2 + 1, valid)
+    longer.load_state_dict(short.state_dict())
+    getattr(short, mode)()
+    getattr(longer, mode)()
+    x_long = torch.cat([x, torch.randn(4, 3, 30)], dim=2)  # garbage in the padded steps
+    valid_long = torch.cat([valid, torch.zeros(4, 30, dtype=torch.bool)], dim=1)
+    with torch.no_grad():
+        a = short(x, valid)
+        b = longer(x_long, valid_long)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    if mode == "eval":
+        alone = short(x[1:2, :, :25], valid[1:2, :25])
+        torch.testing.assert_close(alone, a[1:2], atol=1e-5, rtol=0)
+    assert a.std() > 1e-4  # the patients really differ
+
+
+def test_masked_batch_norm_counts_real_steps_only():
+    bn = MaskedBatchNorm1d(2, momentum=1.0)
+    x = torch.randn(3, 2, 10)
+    mask = torch.ones(3, 1, 10, dtype=torch.bool)
+    mask[0, :, 6:] = False
+    x_padded = x.masked_fill(~mask, 100.0)
+    bn.train()(x_padded, mask)
+    real = x.permute(1, 0, 2)[:, mask[:, 0, :]]  # (C, real steps)
+    torch.testing.assert_close(bn.running_mean, real.mean(dim=1))
+    torch.testing.assert_close(bn.running_var, real.var(dim=1, unbiased=True))
