@@ -245,12 +245,12 @@ CASES: dict[str, Case] = {
         tables(None, split_labels(False), "data.split_col=split"),
         r"split column 'split' may only hold train/val/test, found: holdout",
     ),
-    "too_few_patients": Case(
-        tables(measurements().iloc[: 10 * N_STEPS], labels().iloc[:10]),
-        r"too few patients to split: 5 positive and 5 negative",
+    "too_few_patients": Case(  # 5 of each outcome train (tests/test_ensemble.py); 1 cannot
+        tables(measurements().iloc[: 3 * N_STEPS], labels().iloc[:3]),
+        r"each outcome needs at least 2 patients .* one outcome has 1",
     ),
     "sequence_shorter_than_conv_stack": Case(
-        tables(None, None, "model.padding=valid"),
+        tables(None, None, "model=cnn", "model.padding=valid"),
         r"layer 2 \(kernel_size=5.*spans 5 steps but receives only 2",
     ),
     "unknown_config_key": Case(

@@ -14,7 +14,7 @@ import pytest
 from conftest import QUICK as FEW_STEPS
 from conftest import run_cli
 
-QUICK = ("data=small", *FEW_STEPS, "logger=none", "trainer.enable_progress_bar=false")
+QUICK = ("data=small", "model=cnn", *FEW_STEPS, "logger=none", "trainer.enable_progress_bar=false")
 
 
 def sweep(tmp_path: Path, sweep_dir: Path, *overrides: str):

@@ -20,7 +20,7 @@ def test_train_writes_checkpoint_metrics_and_config(tmp_path):
     # the override shows in the shape table and in the checkpoint
     assert "receptive field" in proc.stdout + proc.stderr
     bundle = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)["patientcnn"]
-    assert bundle["network"]["name"] == "cnn"
+    assert bundle["network"]["name"] == "inceptiontime"  # the default family
     assert bundle["network"]["config"]["dilation"] == 2
     assert bundle["network"]["config"]["kernel_size"] == 5
     assert "_target_" not in bundle["network"]["config"]
@@ -69,10 +69,10 @@ def test_trains_on_user_tables(tmp_path, small_cohort):
         (["data.id_col=stay"], "no id column 'stay'"),
         (["data.label_col=outcome"], "no label column 'outcome'"),
         (
-            ["model.kernel_size=30", "model.padding=valid"],
+            ["model=cnn", "model.kernel_size=30", "model.padding=valid"],
             "layer 1 .*spans 30 steps but receives only 24",
         ),
-        (["model.groups=3"], "groups=3 must divide"),
+        (["model=cnn", "model.groups=3"], "groups=3 must divide"),
     ],
 )
 def test_bad_input_is_one_message_and_exit_2(tmp_path, overrides, message):
@@ -103,6 +103,7 @@ def test_explain_shapes_without_data():
         "scripts/explain_shapes.py",
         "in_channels=5",
         "seq_len=49",
+        "model=cnn",
         "model.channels=[5,32]",
         "model.groups=[5,1]",
         "model.kernel_size=7",

@@ -11,9 +11,10 @@ of training patients N, the sequence length L and the class counts:
 - batch size: N/8 rounded to a power of two, within [``min_batch``, ``max_batch``]:
   small cohorts get several steps per epoch, large ones full batches;
 - steps: ``epochs`` passes over the training patients, at least ``min_steps`` (a
-  small cohort still trains long enough to learn) and at most ``max_steps``, and at
-  most ``max_work`` patient-timesteps (N x L x passes), which bounds the time a long
-  series takes on a CPU;
+  small cohort still trains long enough to learn) and at most ``max_steps``; and the
+  networks of the run together process at most max(``max_work``, ``work_epochs`` x
+  N_dev x L) patient-timesteps, which bounds the time a run takes on a CPU (long
+  series and many folds get fewer steps each);
 - validation every ``1 / evaluations`` of the budget (at least once an epoch's worth
   of steps); early stopping after ``patience`` of the budget passes without a lower
   validation loss, never before ``warmup_share`` of it; the kept weights are those of
@@ -46,7 +47,8 @@ DEFAULTS = {
     "epochs": 100,
     "min_steps": 300,
     "max_steps": 3000,
-    "max_work": 5.0e7,
+    "max_work": 2.0e7,
+    "work_epochs": 40,
     "evaluations": 40,
     "patience": 0.3,
     "warmup_share": 0.2,
@@ -86,6 +88,7 @@ def plan_recipe(
     seq_len: int,
     folds: int | None = None,
     fixed_split: bool = False,
+    seeds: int = 1,
 ) -> Recipe:
     """The recipe for ``y_dev`` development patients (train + validation) of ``seq_len`` steps.
 
@@ -118,13 +121,17 @@ def plan_recipe(
         )
     )
     per_epoch = math.ceil(n_train / batch)
-    steps = _chosen(s, "steps", lambda: _auto_steps(s, per_epoch, batch, seq_len))
+    members = max(k, 1) * seeds
+    work = max(float(s["max_work"]), float(s["work_epochs"]) * n_dev * seq_len)
+    by_work = max(1, int(work // (members * batch * seq_len)))
+    steps = _chosen(s, "steps", lambda: _auto_steps(s, per_epoch, by_work))
     if s["steps"] == "auto":
-        by_work = int(s["max_work"] // (batch * seq_len))
         notes.append(
-            f"{steps} optimizer steps (~{steps / per_epoch:.0f} epochs of {per_epoch} steps): "
-            f"{s['epochs']} epochs = {s['epochs'] * per_epoch} steps, within "
-            f"[{s['min_steps']}, {s['max_steps']}] and at most max_work/(batch x L) = {by_work}"
+            f"{steps} optimizer steps per network (~{steps / per_epoch:.0f} epochs of "
+            f"{per_epoch} steps): {s['epochs']} epochs = {s['epochs'] * per_epoch} steps, "
+            f"within [{s['min_steps']}, {s['max_steps']}], and the {members} network(s) "
+            f"together at most {work:.2g} patient-timesteps (max of max_work and "
+            f"work_epochs x N x L) = {by_work} steps each"
         )
     else:
         notes.append(f"{steps} optimizer steps (recipe.steps)")
@@ -194,9 +201,9 @@ def _auto_batch(n_train: int, s: dict) -> int:
     return int(min(max(size, int(s["min_batch"])), int(s["max_batch"])))
 
 
-def _auto_steps(s: dict, per_epoch: int, batch: int, seq_len: int) -> int:
+def _auto_steps(s: dict, per_epoch: int, by_work: int) -> int:
     steps = min(max(int(s["epochs"]) * per_epoch, int(s["min_steps"])), int(s["max_steps"]))
-    return max(1, min(steps, int(s["max_work"] // (batch * seq_len))))
+    return max(1, min(steps, by_work))
 
 
 def _chosen(s: dict, key: str, rule) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ FINISHED = "finished.json"  # written beside a member's checkpoints once it is t
 
 def train(cfg: DictConfig) -> float:
     """Fit, evaluate, write the bundle; return ``cfg.objective`` for sweepers."""
+    quiet_lightning()
     with execution_whitelist(TRUSTED_TARGETS):
         metrics = fit(cfg)
     objective = metrics.get(cfg.objective)
@@ -76,12 +78,17 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     summary = datamodule.summary()
+    model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))
+    n_seeds = model_cfg.pop("ensemble", 1)
+    if not (isinstance(n_seeds, int) and n_seeds >= 1):
+        raise UserError(f"model.ensemble must be a positive integer, got {n_seeds!r}")
     recipe = plan_recipe(
         OmegaConf.to_container(cfg.get("recipe") or {}, resolve=True),
         datamodule.y_dev,
         datamodule.seq_len,
         folds=cfg.data.get("cv_folds"),
         fixed_split=datamodule.given_val is not None,
+        seeds=n_seeds,
     )
     datamodule.batch_size = recipe.batch_size
     log.info(
@@ -95,11 +102,6 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         ", ".join(summary["features"]),
     )
     log.info("%s", recipe.describe())
-
-    model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))
-    n_seeds = model_cfg.pop("ensemble", 1)
-    if not (isinstance(n_seeds, int) and n_seeds >= 1):
-        raise UserError(f"model.ensemble must be a positive integer, got {n_seeds!r}")
     members = plan_members(datamodule, recipe, n_seeds, int(cfg.seed))
     first = build_model(model_cfg, datamodule.num_channels, datamodule.seq_len, 1.0)
     log.info(
@@ -398,6 +400,21 @@ def resume_requested(cfg: DictConfig, output_dir: Path) -> bool:
             "interrupted run's folder as hydra.run.dir=<run folder>"
         )
     return True
+
+
+def quiet_lightning() -> None:
+    """Keep the console to what a user acts on: Lightning's device banner (printed once per
+    ensemble member), its advertising tip and two warnings that do not apply to tensors
+    served in whole batches are left out."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    for message in (
+        ".*LeafSpec.*",
+        ".*does not have many workers.*",
+        ".*is smaller than the logging interval.*",
+        ".*litlogger.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
 
 
 def _pos_weight(model_cfg: dict, datamodule, member: Member) -> float:
