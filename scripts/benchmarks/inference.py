@@ -1,4 +1,4 @@
-"""Inference throughput: patients/s of the default model's forward pass, by batch size.
+"""Inference throughput: patients/s of the plain CNN's forward pass, by batch size.
 
 Eval mode under ``torch.inference_mode`` (no autograd bookkeeping), on (N, C, L) tensors
 shaped like the training benchmark's; on a GPU the tensors are on the device already and
@@ -23,7 +23,7 @@ N_PATIENTS, N_STEPS, N_FEATURES = 20_000, 49, 5
 
 def default_model(n_features: int, n_steps: int) -> torch.nn.Module:
     with initialize_config_dir(str(ROOT / "configs"), job_name="benchmark"):
-        cfg = compose("train", overrides=["paths.output_dir=."])
+        cfg = compose("train", overrides=["paths.output_dir=.", "model=cnn"])
     torch.manual_seed(0)
     with execution_whitelist(TRUSTED_TARGETS):
         return build_model(cfg.model, n_features, n_steps, 1.0).eval()

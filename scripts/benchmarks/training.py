@@ -1,6 +1,6 @@
 """Seconds per training epoch: the real pipeline against a minimal raw PyTorch loop.
 
-Both train the default model (configs/model/cnn.yaml) on the same (N, C, L) tensors that
+Both train the plain CNN (configs/model/cnn.yaml) on the same (N, C, L) tensors that
 PatientDataModule serves, with the same optimiser and batch size. Their epochs alternate
 (one raw epoch runs just before each Lightning epoch), so the ratio of each pair is taken
 under the same machine load; the ratio is what the pipeline (Lightning Trainer, batch
@@ -42,6 +42,7 @@ def train_config(trainer: str, folder: str, n_patients: int, epochs: int) -> Dic
             "train",
             overrides=[
                 f"trainer={trainer}",
+                "model=cnn",  # the figures in docs/BENCHMARKS.md are the plain CNN's
                 f"paths.output_dir={folder}/run",
                 f"paths.data_dir={folder}/data",
                 f"+trainer.max_epochs={epochs}",
