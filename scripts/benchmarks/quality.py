@@ -19,6 +19,7 @@ issue 11's "done when" targets.
         [--out-dir outputs/quality] [--doc docs/QUALITY.md] [--no-doc] [--jobs 1]
         [--report] [--skip-synthetic] [--timeout S] [-- extra hydra overrides...]
     python scripts/benchmark.py --only quality          # every set + synthetic, writes the doc
+    python scripts/benchmarks/quality.py --merge a/quality.json b/quality.json --doc docs/QUALITY.md
 
 Extra overrides (e.g. ``-- model=inceptiontime``) go to every train.py call. Writes
 ``<out-dir>/quality.json`` (everything) and, unless --no-doc, ``docs/QUALITY.md``.
@@ -924,8 +925,35 @@ def parse_args(argv: list[str]) -> Options:
     )
 
 
+def merge_records(paths: list[Path]) -> dict:
+    """One record from runs of disjoint sets (e.g. the large set run on its own): the sets
+    and the synthetic cohort of each, the means and targets recomputed over all of them."""
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    merged = records[0]
+    for other in records[1:]:
+        merged["sets"] = {**merged["sets"], **other["sets"]}
+        merged["synthetic"] = merged.get("synthetic") or other.get("synthetic")
+    merged["merged_from"] = [
+        {"file": str(p), "command": r.get("command"), "machine": r.get("machine")}
+        for p, r in zip(paths, records, strict=True)
+    ]
+    merged["sets_run"] = list(merged["sets"])
+    merged["subset"] = sorted(merged["sets"]) != sorted(merged.get("sets_in_root", merged["sets"]))
+    merged["means"] = mean_accuracies(merged["sets"])
+    merged["targets"] = check_targets(merged["sets"], merged["synthetic"])
+    return merged
+
+
 def main(argv: list[str] | None = None) -> None:
-    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--merge"]:
+        paths = [Path(a) for a in argv[1:] if not a.startswith("--") and a.endswith(".json")]
+        doc = Path(argv[argv.index("--doc") + 1]) if "--doc" in argv else Options().doc
+        record = merge_records(paths)
+        doc.write_text(render_doc(record))
+        print(f"wrote {doc} from {len(paths)} runs")
+        return
+    opts = parse_args(argv)
     if not opts.root.is_dir():
         sys.exit(f"error: quality root {opts.root} not found (--root)")
     run_benchmark(opts)

@@ -32,7 +32,7 @@ from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.data.split import fold_splits, holdout_split
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
-from patientcnn.inference import batched_logits
+from patientcnn.inference import batched_logits, resolve_device
 from patientcnn.metrics import point_metrics
 from patientcnn.models.layers import format_shape_table
 from patientcnn.recipe import Recipe, plan_recipe
@@ -112,53 +112,20 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         format_shape_table(first.net.shape_table()),
     )
     log.info("%d ensemble member(s): %s", len(members), ", ".join(m.name for m in members))
+    # a Trainer that the config cannot make fails here, before anything is written
+    build_trainer(cfg, recipe, output_dir / "checkpoints", members[0].name, validate=True)
     # written once the inputs have passed every check: a failed run leaves no outputs
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
     atomic_write(output_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
 
-    y_dev = datamodule.y_dev
-    oof_sum, oof_count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
-    states, records = [], []
-    for member in members:
-        state, record, val_logits = train_member(
-            cfg, model_cfg, datamodule, recipe, member, output_dir, resume
-        )
-        if recipe.refit:
-            state = refit_member(cfg, model_cfg, datamodule, recipe, member, record, output_dir)
-        states.append(state)
-        records.append(record)
-        if member.val is not None:
-            oof_sum[member.val] += val_logits
-            oof_count[member.val] += 1
-
-    validated = oof_count > 0
-    val_logits = oof_sum[validated] / oof_count[validated]
-    y_val = y_dev[validated]
-    calibration = fit_calibration(val_logits, y_val, cfg.get("calibration", "platt"))
-    log.info(
-        "calibration (%s, on %d validation patients): probability = sigmoid(%.3f x logit %+.3f)",
-        calibration["method"],
-        len(y_val),
-        calibration["scale"],
-        calibration["shift"],
+    states, records, val_logits, y_val = train_members(
+        cfg, model_cfg, datamodule, recipe, members, output_dir, resume
     )
-    if calibration["scale"] == 0.0:
-        log.warning(
-            "the network ranks the validation patients no better than chance, so every "
-            "patient gets the validation prevalence; see README 'When the CNN does not learn'"
-        )
-    val_prob = _sigmoid(calibration["scale"] * val_logits + calibration["shift"])
-    threshold = select_threshold(cfg, y_val, val_prob)
-
-    network = first.network_spec()
+    calibration, threshold, val_prob = calibrate(cfg, val_logits, y_val)
     bundle = Bundle(
         network={
-            "name": network["name"],
-            "config": {
-                k: v
-                for k, v in network["config"].items()
-                if k not in ("net", "in_channels", "seq_len")
-            },
+            "name": model_cfg.get("net", "cnn"),
+            "config": first.network_spec()["config"],
             "in_channels": datamodule.num_channels,
             "seq_len": datamodule.seq_len,
         },
@@ -170,24 +137,12 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         extra={"recipe": recipe.state(), "members": records},
     )
     checkpoint = save_bundle(output_dir / "checkpoints" / "best.ckpt", bundle)
-    ensemble = bundle.build_model()
-
     metrics = {f"val/{k}": v for k, v in point_metrics(y_val, val_prob, threshold["value"]).items()}
-    x_test, valid_test, y_test = datamodule.tensors["test"]
     report = {}
-    if len(y_test):
-        device = torch.device("cpu")
-        test_prob = _sigmoid(
-            batched_logits(ensemble, x_test, valid_test, 1024, device).numpy().astype(np.float64)
-        )
-        metrics |= {
-            f"test/{k}": v
-            for k, v in point_metrics(y_test.numpy(), test_prob, threshold["value"]).items()
-        }
-        ceiling = datamodule.ceiling_auroc()
-        if ceiling is not None:
-            metrics["test/true_risk_auroc"] = ceiling
-        datamodule.select(np.arange(len(y_dev)), None)
+    if len(datamodule.tensors["test"][2]):
+        ensemble = bundle.build_model()
+        metrics |= score_test_patients(cfg, ensemble, datamodule, threshold["value"])
+        datamodule.select(np.arange(len(datamodule.y_dev)), None)
         report = report_training_run(
             cfg.get("report"), ensemble, datamodule, output_dir, threshold["value"]
         )
@@ -203,6 +158,64 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     write_json(output_dir / "metrics.json", record)
     log.info("checkpoint: %s", checkpoint)
     log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    return metrics
+
+
+def train_members(cfg, model_cfg, datamodule, recipe, members, output_dir, resume):
+    """Train every member; return their weights and records, and the out-of-fold logits
+    (each validated patient's mean over the members that did not train on them) with the
+    outcomes of those patients."""
+    y_dev = datamodule.y_dev
+    logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
+    states, records = [], []
+    for member in members:
+        state, record, val_logits = train_member(
+            cfg, model_cfg, datamodule, recipe, member, output_dir, resume
+        )
+        if recipe.refit:
+            state = refit_member(cfg, model_cfg, datamodule, recipe, member, record, output_dir)
+        states.append(state)
+        records.append(record)
+        logit_sum[member.val] += val_logits
+        count[member.val] += 1
+    validated = count > 0
+    return states, records, logit_sum[validated] / count[validated], y_dev[validated]
+
+
+def calibrate(cfg, val_logits: np.ndarray, y_val: np.ndarray) -> tuple[dict, dict, np.ndarray]:
+    """The calibration and the threshold, both fitted on the validation (out-of-fold)
+    logits; also the calibrated validation probabilities."""
+    calibration = fit_calibration(val_logits, y_val, cfg.get("calibration", "platt"))
+    log.info(
+        "calibration (%s, on %d validation patients): probability = sigmoid(%.3f x logit %+.3f)",
+        calibration["method"],
+        len(y_val),
+        calibration["scale"],
+        calibration["shift"],
+    )
+    if calibration["scale"] == 0.0:
+        log.warning(
+            "the networks rank the validation patients no better than chance, so every "
+            "patient gets the validation prevalence; check the labels and features, or try "
+            "another network (model=resnet) or more steps (recipe.steps=...)"
+        )
+    val_prob = _sigmoid(calibration["scale"] * val_logits + calibration["shift"])
+    return calibration, select_threshold(cfg, y_val, val_prob), val_prob
+
+
+def score_test_patients(cfg, ensemble, datamodule, threshold: float) -> dict[str, float]:
+    """``test/*`` figures of the ensemble on the test patients (nothing was fitted on them)."""
+    on_cpu = str(cfg.trainer.get("accelerator", "auto")) == "cpu"
+    device = torch.device("cpu") if on_cpu else resolve_device("auto")
+    x, valid, y = datamodule.tensors["test"]
+    logits = batched_logits(ensemble.to(device), x, valid, 1024, device).numpy()
+    metrics = {
+        f"test/{k}": v for k, v in point_metrics(y.numpy(), _sigmoid(logits), threshold).items()
+    }
+    ensemble.cpu()
+    ceiling = datamodule.ceiling_auroc()
+    if ceiling is not None:
+        metrics["test/true_risk_auroc"] = ceiling
     return metrics
 
 
@@ -245,7 +258,7 @@ def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume)
         model_cfg,
         datamodule.num_channels,
         datamodule.seq_len,
-        _pos_weight(model_cfg, datamodule, member),
+        _pos_weight(datamodule.y_dev[member.train]),
     )
     trainer = build_trainer(cfg, recipe, folder, member.name, validate=True)
     if resume_from:
@@ -417,8 +430,8 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def _pos_weight(model_cfg: dict, datamodule, member: Member) -> float:
-    y = datamodule.y_dev[member.train]
+def _pos_weight(y: np.ndarray) -> float:
+    """Negatives per positive of a member's training patients (for ``pos_weight=auto``)."""
     return float((y == 0).sum() / max((y == 1).sum(), 1))
 
 

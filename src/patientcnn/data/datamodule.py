@@ -143,6 +143,7 @@ class PatientDataModule(pl.LightningDataModule):
             self.test_ids = part.ids
         self.tensors["test"] = test
         self.index = {"dev": dev_idx, "test": test_idx}
+        self.select(np.arange(len(dev_idx)), None)  # until the task chooses: all train
 
     def _load(self, measurements, labels, grid: GridSpec, features) -> Cohort:
         return load_cohort(
@@ -186,12 +187,6 @@ class PatientDataModule(pl.LightningDataModule):
     @property
     def seq_len(self) -> int:
         return int(self.cohort.arrays.x.shape[1])
-
-    @property
-    def pos_weight(self) -> float:
-        """Negatives per positive among development patients, for BCEWithLogits(pos_weight)."""
-        y = self.y_dev
-        return float((y == 0).sum() / max((y == 1).sum(), 1))
 
     def summary(self) -> dict:
         y_dev, y_test = self.y_dev, self.tensors["test"][2].numpy()

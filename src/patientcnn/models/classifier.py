@@ -63,8 +63,8 @@ class Classifier(pl.LightningModule):
     def network_spec(self) -> dict:
         """What a bundle stores to rebuild the network: registry name and plain settings."""
         hp = dict(self.hparams)
-        config = {k: v for k, v in hp.items() if k not in OPTIMISATION_KEYS}
-        return {"name": hp["net"], "config": config}
+        skip = {*OPTIMISATION_KEYS, "net", "in_channels", "seq_len"}
+        return {"name": hp["net"], "config": {k: v for k, v in hp.items() if k not in skip}}
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return self.net(x, valid)
