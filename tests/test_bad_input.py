@@ -54,7 +54,7 @@ class Case:
 
     make: Callable[[Path], list[str]]
     message: str
-    status: int = 2  # UserError; Hydra's own config errors exit 1
+    status: int = 2  # every error the user can fix, Hydra's own config errors too
 
 
 def tables(m: pd.DataFrame | None = None, y: pd.DataFrame | None = None, *extra: str):
@@ -254,9 +254,9 @@ CASES: dict[str, Case] = {
         r"layer 2 \(kernel_size=5.*spans 5 steps but receives only 2",
     ),
     "unknown_config_key": Case(
-        tables(None, None, "model.kernal_size=3"), r"Could not override 'model\.kernal_size'", 1
+        tables(None, None, "model.kernal_size=3"), r"Could not override 'model\.kernal_size'"
     ),
-    "unknown_config_option": Case(lambda f: ["data=tabel"], r"Could not find 'data/tabel'", 1),
+    "unknown_config_option": Case(lambda f: ["data=tabel"], r"Could not find 'data/tabel'"),
     "missing_required_setting": Case(
         lambda f: [*M_TABLE], r"Missing mandatory value: data\.measurements"
     ),

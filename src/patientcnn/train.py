@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import execution_whitelist, instantiate
+from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from patientcnn.checkpoint import BundleCallback, store_threshold
+from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.cross_validation import cross_validate
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
@@ -22,9 +23,6 @@ from patientcnn.report.training import report_training_run
 from patientcnn.threshold import choose_threshold
 
 log = logging.getLogger(__name__)
-
-# Config `_target_`s may only name classes from these packages (Hydra refuses others).
-TRUSTED_TARGETS = ["patientcnn.*", "pytorch_lightning.*", "lightning.*", "torch.*"]
 
 
 def train(cfg: DictConfig) -> float:
@@ -153,23 +151,6 @@ def build_model(model_cfg: DictConfig, in_channels: int, seq_len: int, pos_weigh
         "pos_weight": pos_weight if weight == "auto" else weight,
     }
     return configured(model_cfg, "model", **overrides, _convert_="all")
-
-
-def configured(node: DictConfig, key: str, **kwargs: object) -> object:
-    """Instantiate the config ``node`` found at ``key``; a constructor that rejects its
-    arguments is a config error.
-
-    Constructors only store and check their arguments, so any exception they raise (a
-    missing ``???`` value, a negative max_epochs, a dropout of 2) is the user's to fix and
-    is reported as one line naming the config key.
-    """
-    try:
-        return instantiate(node, **kwargs)
-    except UserError:
-        raise
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"config {key}: {reason}") from err
 
 
 def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
