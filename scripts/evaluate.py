@@ -10,19 +10,22 @@ import hydra
 from omegaconf import DictConfig
 
 from patientcnn.checkpoint import load_bundle
-from patientcnn.cli import report_user_errors
+from patientcnn.cli import report_user_errors, run_main
+from patientcnn.config import TRUSTED_TARGETS
 from patientcnn.errors import UserError
 from patientcnn.evaluate import evaluate_cohort
-from patientcnn.files import write_json
+from patientcnn.files import refuse_overwriting_inputs, write_json
 from patientcnn.report import write_report
 
 log = logging.getLogger("patientcnn.evaluate")
 
 
-@hydra.main(config_path="../configs", config_name="evaluate")
+@hydra.main(config_path="../configs", config_name="evaluate", execution_whitelist=TRUSTED_TARGETS)
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     target = Path(cfg.paths.output_dir) / "metrics.json"
+    inputs = {"checkpoint": cfg.checkpoint, "measurements": cfg.data.measurements}
+    refuse_overwriting_inputs(target, inputs | {"labels": cfg.data.labels})
     if target.exists() and not cfg.overwrite:
         raise UserError(f"{target} already exists; pass overwrite=true to replace it")
     result = evaluate_cohort(
@@ -56,4 +59,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
