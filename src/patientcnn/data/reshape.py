@@ -273,8 +273,10 @@ def id_order(ids: np.ndarray) -> np.ndarray:
     text = pd.Series(np.asarray(ids, dtype=object)).astype(str)
     if len(text) and text.str.fullmatch(r"\d+").all():
         stripped = text.str.lstrip("0")
-        keys = pd.DataFrame({"n": stripped.str.len(), "s": stripped, "t": text})
-        return keys.sort_values(["n", "s", "t"], kind="stable").index.to_numpy()
+        keys = pd.DataFrame(
+            {"n": stripped.str.len(), "s": stripped, "z": text.str.len(), "t": text}
+        )
+        return keys.sort_values(["n", "s", "z", "t"], kind="stable").index.to_numpy()
     return np.argsort(text.to_numpy(dtype=object), kind="stable")
 
 

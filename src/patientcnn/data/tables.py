@@ -41,10 +41,9 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
         if name.endswith(PARQUET_SUFFIXES):
             df = pd.read_parquet(path)
         else:
-            dtype = {id_col: str} if id_col else None
-            df = pd.read_csv(path, sep=sep, engine="pyarrow", dtype=dtype)
-            if id_col in df.columns and df[id_col].isna().any():
-                df[id_col] = _raw_ids(path, sep, id_col)  # 'NA' or 'null' may be an id
+            df = pd.read_csv(path, sep=sep, engine="pyarrow")
+            if id_col in df.columns and _maybe_not_as_written(df[id_col]):
+                df[id_col] = _raw_ids(path, sep, id_col)
     except UserError:
         raise
     except Exception as err:  # the readers raise many types; all mean "cannot parse"
@@ -60,12 +59,28 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     return df
 
 
+def _maybe_not_as_written(column: pd.Series) -> bool:
+    """Whether the reader may have changed ids: parsed them as numbers, dates or
+    booleans ('0007' -> 7), or read an id such as 'NA' as missing."""
+    return not pd.api.types.is_string_dtype(column) or bool(column.isna().any())
+
+
 def _raw_ids(path: Path, sep: str, id_col: str) -> pd.Series:
-    """The id column as written: only an empty cell is a missing id."""
-    raw = pd.read_csv(
-        path, sep=sep, engine="pyarrow", usecols=[id_col], dtype=str, keep_default_na=False
-    )[id_col]
-    return raw.where(raw.str.strip() != "")
+    """The id column exactly as written, as text; only an empty cell is a missing id."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(delimiter=sep),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=[id_col],
+            column_types={id_col: pa.string()},
+            strings_can_be_null=False,
+        ),
+    )
+    raw = table.column(id_col).to_pandas().astype(object)
+    return raw.where(raw.str.strip() != "", np.nan)
 
 
 def ids_as_text(ids: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
@@ -134,7 +149,7 @@ def check_text_file(path: Path) -> None:
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as err:
-        if err.start < len(head) - 4:  # not just a character cut by the 4 KiB window
+        if len(head) < 4096 or err.start < len(head) - 4:  # not a character cut at 4 KiB
             raise UserError(
                 f"{path}: is not UTF-8 text (byte {err.start + 1} is not valid UTF-8; "
                 "a Latin-1 or Windows-1252 export?); save it as UTF-8"
