@@ -36,7 +36,7 @@ class RunGuard(Callback):
         self.created = False
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.enabled:
+        if not self.enabled or _secondary_rank():
             return
         try:
             self._start(config)
@@ -100,3 +100,13 @@ def _to_log_file(message: str) -> None:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
             handler.flush()
+
+
+def _secondary_rank() -> bool:
+    """A process started for another rank of a distributed run (Lightning's DDP children,
+    srun tasks) shares rank 0's run folder; only rank 0 locks and cleans it."""
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "0")
+        if value.isdigit() and int(value) > 0:
+            return True
+    return False
