@@ -176,6 +176,22 @@ def test_a_far_off_time_is_stopped_before_allocating_naming_patient_and_row():
         to_arrays(ids, hours, np.ones((3, 1), np.float32), ["hr"], GridSpec())
 
 
+@pytest.mark.parametrize("far", [1e300, -1e300])
+def test_a_time_beyond_int64_never_wraps_into_the_window(far):
+    ids = np.array(["a", "a", "a"], dtype=object)
+    hours = np.array([0.0, 1.0, far])
+    values = np.array([[1.0], [2.0], [99.0]], np.float32)
+    for align in ("start",) if far > 0 else ():  # otherwise that row is an end of the stay
+        arrays = to_arrays(ids, hours, values, ["hr"], GridSpec(length=4, align=align))
+        assert 99.0 not in arrays.x
+    anchored = GridSpec(length=4, anchor_col="t0", align="end")
+    arrays = to_arrays(ids, hours, values, ["hr"], anchored, anchor=np.full(3, 2.0))
+    assert 99.0 not in arrays.x
+    if far > 0:
+        with pytest.raises(UserError, match=r"patient a spans \d+ grid steps \(its row 3"):
+            to_arrays(ids, hours, values, ["hr"], GridSpec())
+
+
 def test_the_memory_limit_is_checked_before_allocating():
     ids = np.array(["a", "b"], dtype=object)
     grid = GridSpec(length=10**9, memory_limit_gb=1)

@@ -143,7 +143,9 @@ def to_arrays(
         origin = start[codes]
     else:
         origin = anchor
-    bins = np.floor((hours - origin) / grid.step + 1e-9).astype(np.int64)
+    steps = np.floor((hours - origin) / grid.step + 1e-9)
+    # far beyond any grid, and within int64: a time of 1e300 must not wrap around
+    bins = np.clip(steps, -(2**62), 2**62).astype(np.int64)
 
     if anchor is None:
         span = np.zeros(n_patients, dtype=np.int64)
