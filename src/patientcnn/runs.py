@@ -45,7 +45,7 @@ class RunGuard(Callback):
 
     def _start(self, config: DictConfig) -> None:
         check_targets({k: v for k, v in config.items_ex(resolve=False) if k != "hydra"}, "")
-        folder = Path(str(config.hydra.run.dir))
+        folder = Path(str(config.hydra.run.dir)).absolute()  # hydra.job.chdir may move cwd
         if folder.exists() and not folder.is_dir():
             raise UserError(
                 f"hydra.run.dir={folder}: is a file, not a folder; choose another run folder"
