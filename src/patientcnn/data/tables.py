@@ -90,7 +90,7 @@ def ids_as_text(ids: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
     series = ids if isinstance(ids, pd.Series) else pd.Series(np.asarray(ids).reshape(-1))
     kind = series.dtype.kind if isinstance(series.dtype, np.dtype) else None
     if kind == "f":
-        whole = series.notna() & (series == np.floor(series))
+        whole = series.notna() & np.isfinite(series) & (series == np.floor(series))
         if whole[series.notna()].all():
             series = series.astype("Int64")
     if kind in ("i", "u") or str(series.dtype) == "Int64":
@@ -129,10 +129,11 @@ def check_text_file(path: Path) -> None:
         (b"PK\x03\x04", "a zip archive (an Excel .xlsx file is one); export it as CSV"),
         (b"PAR1", "a Parquet file; name it .parquet"),
         (b"\x28\xb5\x2f\xfd", "zstd-compressed; decompress it first"),
-        (b"BZh", "bzip2-compressed; decompress it first"),
     ):
         if head.startswith(magic):
             raise UserError(f"{path}: is {what}")
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"\x31\x41\x59\x26\x53\x59":
+        raise UserError(f"{path}: is bzip2-compressed; decompress it first")
     for bom, encoding in (
         (b"\xff\xfe\x00\x00", "UTF-32"),
         (b"\x00\x00\xfe\xff", "UTF-32"),
