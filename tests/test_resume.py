@@ -107,3 +107,21 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path: Path):
         r"^error: the training loss became nan at epoch \d+, step \d+", proc.stderr, re.M
     )
     assert not (out / "metrics.json").exists()
+
+
+def test_sigterm_is_an_interruption_not_a_failure(tmp_path: Path):
+    """A polite kill (SIGTERM: a scheduler's time limit) keeps last.ckpt for resume=true;
+    only a failed run is cleaned up. The lock is released either way."""
+    proc, out = start_training(tmp_path)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists():
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+    assert proc.returncode != 0
+    assert last.exists() and not (out / "metrics.json").exists()
+    assert not (out / ".lock").exists()
+    assert "run INTERRUPTED" in (out / "train.log").read_text()

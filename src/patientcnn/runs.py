@@ -6,6 +6,7 @@ folder and locks it (``FolderLock``): a second run into a busy folder stops with
 line, a lock left by a killed run is replaced. When the job fails, everything the run
 created there is removed except its log, which ends with a line saying the run failed;
 files that were there before (the interrupted run a ``resume=true`` continues) are kept.
+An interrupted job (SIGTERM, Ctrl-C) is not a failure: its checkpoints stay for resume.
 """
 
 from __future__ import annotations
@@ -61,8 +62,15 @@ class RunGuard(Callback):
         self.lock = FolderLock(folder).acquire()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if self.lock is not None and job_return.status is not JobStatus.COMPLETED:
+        if self.lock is None or job_return.status is JobStatus.COMPLETED:
+            return
+        if _failed(job_return):
             self._clean_failed_run(config, job_return)
+        else:  # SIGTERM, Ctrl-C: keep checkpoints/last.ckpt for resume=true
+            _to_log_file(
+                "run INTERRUPTED: no result yet; continue it with resume=true "
+                f"hydra.run.dir={self.lock.folder}"
+            )
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.lock is not None:
@@ -81,6 +89,14 @@ class RunGuard(Callback):
             else:
                 path.unlink(missing_ok=True)
         _to_log_file(f"run FAILED: {_reason(job_return)}; this folder holds no result")
+
+
+def _failed(job_return: Any) -> bool:
+    """A failure (bad input, a bug), not an interruption (a signal, Ctrl-C)."""
+    error = getattr(job_return, "_return_value", None)
+    if isinstance(error, SystemExit):
+        return getattr(error, "user_message", None) is not None
+    return isinstance(error, Exception)
 
 
 def _reason(job_return: Any) -> str:
