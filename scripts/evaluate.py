@@ -14,7 +14,7 @@ from patientcnn.cli import report_user_errors, run_main
 from patientcnn.config import TRUSTED_TARGETS
 from patientcnn.errors import UserError
 from patientcnn.evaluate import evaluate_cohort
-from patientcnn.files import refuse_overwriting_inputs, write_json
+from patientcnn.files import check_input_file, refuse_overwriting_inputs, write_json
 from patientcnn.report import write_report
 
 log = logging.getLogger("patientcnn.evaluate")
@@ -28,6 +28,7 @@ def main(cfg: DictConfig) -> None:
     refuse_overwriting_inputs(target, inputs | {"labels": cfg.data.labels})
     if target.exists() and not cfg.overwrite:
         raise UserError(f"{target} already exists; pass overwrite=true to replace it")
+    check_input_file(cfg.checkpoint, "checkpoint")
     result = evaluate_cohort(
         load_bundle(cfg.checkpoint),
         cfg.data.measurements,

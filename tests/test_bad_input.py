@@ -453,7 +453,8 @@ CASES: dict[str, Case] = {
     ),
     "grid_over_the_memory_limit": Case(
         tables(None, None, "data.grid.memory_limit_gb=0.000001"),
-        r"m\.csv: the \(patients, timesteps, features\) grid \(40, 6, 2\) would need about "
+        r"m\.csv: the \(patients, timesteps, features\) grid \(40, 6, 2\) \(the length is "
+        r"the longest stay: patient p00, 6 steps\) would need about "
         r".*data\.grid\.memory_limit_gb",
     ),
     "grid_length_beyond_memory": Case(

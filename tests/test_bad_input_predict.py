@@ -102,6 +102,12 @@ def fifo_input(folder: Path, ckpt: Path) -> list[str]:
     return predict_args(ckpt, folder / "new.csv", folder / "out" / "preds.csv")
 
 
+def output_under_a_file(folder: Path, ckpt: Path) -> list[str]:
+    measurements().to_csv(folder / "new.csv", index=False)
+    (folder / "afile").write_text("not a folder\n")
+    return predict_args(ckpt, folder / "new.csv", folder / "afile" / "preds.csv")
+
+
 def raw_input(content: bytes):
     def make(folder: Path, ckpt: Path) -> list[str]:
         (folder / "new.csv").write_bytes(content)
@@ -155,6 +161,7 @@ CASES: dict[str, Case] = {
         lambda f, c: predict_args(c, Path("/dev/zero"), f / "out" / "preds.csv"),
         (r"/dev/zero: is not a regular file",),
     ),
+    "output_folder_is_a_file": Case(output_under_a_file, (r"afile/preds\.csv: cannot be written",)),
     "utf16_input": Case(raw_input(CSV.encode("utf-16")), (r"new\.csv: is UTF-16 encoded",)),
     "gzip_input_named_csv": Case(
         raw_input(gzip.compress(CSV.encode())), (r"new\.csv: is gzip-compressed",)

@@ -335,3 +335,9 @@ def test_resumed_csv_log_keeps_the_earlier_epochs(tmp_path):
     log = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     assert log["epoch"].tolist() == [0, 1, 1]
     assert log["train/loss"].tolist()[:2] == [1.0, 0.5]
+
+
+def test_an_output_that_cannot_be_written_is_one_user_error(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match=r"afile/out\.csv: cannot be written"):
+        atomic_write(tmp_path / "afile" / "out.csv", lambda tmp: tmp.write_text("y"))

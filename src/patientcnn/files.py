@@ -122,15 +122,26 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: boo
         raise UserError(f"{path} already exists; pass overwrite=true to replace it")
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent, (f".{path.name}.*.tmp",))
-    fd, tmp = tempfile.mkstemp(prefix=temporary_name_prefix(path), suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent, (f".{path.name}.*.tmp",))
+        fd, tmp = tempfile.mkstemp(
+            prefix=temporary_name_prefix(path), suffix=".tmp", dir=path.parent
+        )
+    except OSError as err:
+        raise UserError(
+            f"{path}: cannot be written ({err.strerror or type(err).__name__})"
+        ) from err
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
         os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp_path, path)
+    except OSError as err:  # a full disk, a quota, a folder made read-only meanwhile
+        if err.errno is None:
+            raise
+        raise UserError(f"{path}: cannot be written ({err.strerror})") from err
     finally:
         tmp_path.unlink(missing_ok=True)
     return path

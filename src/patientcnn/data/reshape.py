@@ -165,7 +165,14 @@ def to_arrays(
     if not keep.all():
         codes, bins, values, hours = codes[keep], bins[keep], values[keep], hours[keep]
 
-    check_size(n_patients, length, n_features, grid)
+    longest = None if anchor is not None or grid.length is not None else int(np.argmax(span))
+    check_size(
+        n_patients,
+        length,
+        n_features,
+        grid,
+        None if longest is None else f"patient {uniques[longest]}, {int(span[longest])} steps",
+    )
     flat = codes * length + bins
     size = n_patients * length
     if _all_distinct(flat, size):
@@ -314,17 +321,25 @@ def grid_bytes(n_patients: int, length: int, n_features: int) -> int:
     return GRID_COPIES * n_patients * length * (n_features * 4 + 2) + n_patients * length * 8
 
 
-def check_size(n_patients: int, length: int, n_features: int, grid: GridSpec) -> None:
-    """Stop before allocating a grid that would not fit the memory limit."""
+def check_size(
+    n_patients: int, length: int, n_features: int, grid: GridSpec, longest: str | None = None
+) -> None:
+    """Stop before allocating a grid that would not fit the memory limit; ``longest`` names
+    the stay that set the length, when the data did."""
     limit, source = memory_limit(grid)
     needed = grid_bytes(n_patients, length, n_features)
     if limit is not None and needed > limit:
+        why = f" (the length is the longest stay: {longest})" if longest else ""
         raise UserError(
-            f"the (patients, timesteps, features) grid ({n_patients}, {length}, {n_features}) "
-            f"would need about {needed / 2**30:.1f} GiB, more than the limit of "
-            f"{limit / 2**30:.1f} GiB ({source}); shorten it with data.grid.length or a "
+            f"the (patients, timesteps, features) grid ({n_patients}, {length}, {n_features})"
+            f"{why} would need about {_size(needed)}, more than the limit of "
+            f"{_size(limit)} ({source}); shorten it with data.grid.length or a "
             "larger data.grid.step, or raise data.grid.memory_limit_gb"
         )
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**29 else f"{n_bytes / 2**20:.1f} MiB"
 
 
 def check_span(
