@@ -411,6 +411,10 @@ CASES: dict[str, Case] = {
     "job_logging_handler_factory": Case(
         with_files(logging_factory), r"config: Unable to configure handler 'evil'"
     ),
+    "env_set_loads_a_library": Case(
+        tables(None, None, "+hydra.job.env_set.LD_PRELOAD=/tmp/evil.so"),
+        r"config hydra\.job\.env_set\.LD_PRELOAD: LD_PRELOAD would let the config load code",
+    ),
     "run_dir_is_a_file": Case(
         with_files(run_dir_is_a_file), r"hydra\.run\.dir=.*afile: is a file, not a folder"
     ),

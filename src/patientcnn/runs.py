@@ -46,6 +46,7 @@ class RunGuard(Callback):
 
     def _start(self, config: DictConfig) -> None:
         check_targets({k: v for k, v in config.items_ex(resolve=False) if k != "hydra"}, "")
+        check_env_set(config)
         folder = Path(str(config.hydra.run.dir)).absolute()  # hydra.job.chdir may move cwd
         if folder.exists() and not folder.is_dir():
             raise UserError(
@@ -89,6 +90,22 @@ class RunGuard(Callback):
             else:
                 path.unlink(missing_ok=True)
         _to_log_file(f"run FAILED: {_reason(job_return)}; this folder holds no result")
+
+
+# Environment variables that make a process (or its children: DDP ranks, joblib
+# workers) load or run code; a config may not set them through hydra.job.env_set.
+CODE_LOADING_PREFIXES = ("LD_", "DYLD_", "PYTHON", "PERL5")
+CODE_LOADING_NAMES = frozenset({"BASH_ENV", "ENV", "PATH", "NODE_OPTIONS", "SHELLOPTS"})
+
+
+def check_env_set(config: DictConfig) -> None:
+    for name in config.hydra.job.get("env_set") or {}:
+        upper = str(name).upper()
+        if upper.startswith(CODE_LOADING_PREFIXES) or upper in CODE_LOADING_NAMES:
+            raise UserError(
+                f"config hydra.job.env_set.{name}: {name} would let the config load code into "
+                "this run; set it in your shell if you mean it"
+            )
 
 
 def _failed(job_return: Any) -> bool:
