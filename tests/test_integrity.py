@@ -107,6 +107,8 @@ def test_parquet_ids_integers_become_their_decimal_string(tmp_path):
 def test_ids_as_text_of_arrays_and_gaps():
     assert ids_as_text(np.array([3, 1])).tolist() == ["3", "1"]
     assert ids_as_text(np.array([b"a", b"007"])).tolist() == ["a", "007"]
+    blank = ids_as_text(pd.Series(["a", "", "  "], dtype=object))
+    assert blank.iloc[0] == "a" and blank.iloc[1:].isna().all()
     floats = ids_as_text(pd.Series([1.0, np.nan, 12.0]))
     assert floats.iloc[0] == "1" and pd.isna(floats.iloc[1]) and floats.iloc[2] == "12"
 

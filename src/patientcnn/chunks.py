@@ -36,10 +36,8 @@ from patientcnn.data.tables import (
 from patientcnn.errors import UserError
 from patientcnn.files import check_input_file, remove_stale_temporaries
 
-CSV_BLOCK_BYTES = 16 << 20
-CHUNKS_PREFIX = (
-    ".patientcnn-chunks-"  # pyarrow CSV block: rows arrive about this many bytes at a time
-)
+CSV_BLOCK_BYTES = 16 << 20  # pyarrow CSV block: rows arrive about this many bytes at a time
+CHUNKS_PREFIX = ".patientcnn-chunks-"  # + pid: a killed run's folder is found and removed
 
 
 def table_columns(path: str | Path) -> list[str]:

@@ -86,19 +86,20 @@ def _raw_ids(path: Path, sep: str, id_col: str) -> pd.Series:
 def ids_as_text(ids: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
     """Patient ids as strings, exactly as stored: text as it is, integers (and floats
     holding whole numbers, as integer columns with gaps become) as their decimal string,
-    bytes decoded; a missing id stays missing (NaN)."""
+    bytes decoded; a missing or empty id is missing (NaN)."""
     series = ids if isinstance(ids, pd.Series) else pd.Series(np.asarray(ids).reshape(-1))
     kind = series.dtype.kind if isinstance(series.dtype, np.dtype) else None
     if kind == "f":
         whole = series.notna() & np.isfinite(series) & (series == np.floor(series))
         if whole[series.notna()].all():
-            series = series.astype("Int64")
-    if kind in ("i", "u") or str(series.dtype) == "Int64":
-        text = series.astype("string").astype(object)
+            series, kind = series.astype("Int64"), "i"
+    if kind in ("i", "u") or pd.api.types.is_string_dtype(series.dtype):
+        text = series.astype("string")  # vectorised; text stays exactly as it is
     else:
-        text = series.map(_one_id, na_action="ignore").astype(object)
-    text = text.where(series.notna(), np.nan)
-    return text if isinstance(ids, pd.Series) else text.to_numpy(dtype=object)
+        text = series.map(_one_id, na_action="ignore").astype("string")
+    keep = text.notna() & text.str.strip().ne("").fillna(False).astype(bool)
+    out = text.astype(object).where(keep, np.nan)  # an empty id is a missing id
+    return out if isinstance(ids, pd.Series) else out.to_numpy(dtype=object)
 
 
 def _one_id(value: object) -> str:
