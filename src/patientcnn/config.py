@@ -38,6 +38,7 @@ TRUSTED_TARGETS: list[str] = [
     # the project's own
     "patientcnn.data.datamodule.PatientDataModule",
     "patientcnn.models.classifier.CNNClassifier",
+    "patientcnn.models.classifier.Classifier",  # the model-side rename (one LightningModule)
     "patientcnn.loggers.ResumableCSVLogger",
     "patientcnn.runs.RunGuard",
     # Lightning: the Trainer, callbacks and loggers, under both package names
