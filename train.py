@@ -3,15 +3,16 @@
 import hydra
 from omegaconf import DictConfig
 
-from patientcnn.cli import report_user_errors
+from patientcnn.cli import report_user_errors, run_main
+from patientcnn.config import TRUSTED_TARGETS
 from patientcnn.train import train
 
 
-@hydra.main(config_path="configs", config_name="train")
+@hydra.main(config_path="configs", config_name="train", execution_whitelist=TRUSTED_TARGETS)
 @report_user_errors
 def main(cfg: DictConfig) -> float:
     return train(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -10,21 +10,25 @@ import hydra
 from omegaconf import DictConfig
 
 from patientcnn.checkpoint import load_bundle
-from patientcnn.cli import report_user_errors
+from patientcnn.cli import report_user_errors, run_main
+from patientcnn.config import TRUSTED_TARGETS
 from patientcnn.errors import UserError
 from patientcnn.evaluate import evaluate_cohort
-from patientcnn.files import write_json
+from patientcnn.files import check_input_file, refuse_overwriting_inputs, write_json
 from patientcnn.report import write_report
 
 log = logging.getLogger("patientcnn.evaluate")
 
 
-@hydra.main(config_path="../configs", config_name="evaluate")
+@hydra.main(config_path="../configs", config_name="evaluate", execution_whitelist=TRUSTED_TARGETS)
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     target = Path(cfg.paths.output_dir) / "metrics.json"
+    inputs = {"checkpoint": cfg.checkpoint, "measurements": cfg.data.measurements}
+    refuse_overwriting_inputs(target, inputs | {"labels": cfg.data.labels})
     if target.exists() and not cfg.overwrite:
         raise UserError(f"{target} already exists; pass overwrite=true to replace it")
+    check_input_file(cfg.checkpoint, "checkpoint")
     result = evaluate_cohort(
         load_bundle(cfg.checkpoint),
         cfg.data.measurements,
@@ -56,4 +60,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

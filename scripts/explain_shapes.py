@@ -12,13 +12,15 @@ import hydra
 from hydra.utils import execution_whitelist
 from omegaconf import DictConfig
 
-from patientcnn.cli import report_user_errors
+from patientcnn.cli import report_user_errors, run_main
 from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.models.layers import format_shape_table
 from patientcnn.train import build_model
 
 
-@hydra.main(config_path="../configs", config_name="explain_shapes")
+@hydra.main(
+    config_path="../configs", config_name="explain_shapes", execution_whitelist=TRUSTED_TARGETS
+)
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     in_channels, seq_len = cfg.get("in_channels"), cfg.get("seq_len")
@@ -43,4 +45,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -7,11 +7,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from patientcnn.cli import report_user_errors
+from patientcnn.cli import report_user_errors, run_main
+from patientcnn.config import TRUSTED_TARGETS
 from patientcnn.predict import predict_file
 
 
-@hydra.main(config_path="../configs", config_name="predict")
+@hydra.main(config_path="../configs", config_name="predict", execution_whitelist=TRUSTED_TARGETS)
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     predict_file(
@@ -29,4 +30,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

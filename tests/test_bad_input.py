@@ -10,8 +10,10 @@ no output is written and no input changed, and that no measurement value is prin
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from conftest import QUICK, ROOT
 
 SENTINEL = "31337.25"  # a measurement value that must never appear in any output
 N_PATIENTS, N_STEPS = 40, 6
-RUN_RECORDS = {".hydra", "train.log"}  # Hydra's own record of an attempted run
+RUN_RECORDS = {"train.log"}  # a failed run keeps only its log, ending "run FAILED: ..."
 
 
 def measurements() -> pd.DataFrame:
@@ -54,7 +56,8 @@ class Case:
 
     make: Callable[[Path], list[str]]
     message: str
-    status: int = 2  # UserError; Hydra's own config errors exit 1
+    status: int = 2  # every error the user can fix, Hydra's own config errors too
+    left: frozenset[str] = frozenset()  # what the case put in the run folder itself
 
 
 def tables(m: pd.DataFrame | None = None, y: pd.DataFrame | None = None, *extra: str):
@@ -121,6 +124,116 @@ def split_labels(train_outcomes_equal: bool) -> pd.DataFrame:
         y.loc[:23, "label"] = 0
     else:
         y.loc[5, "split"] = "holdout"
+    return y
+
+
+class Payload:
+    """Unpickling this object creates a folder: the stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+def with_files(make_files: Callable[[Path], list[str]]):
+    """The base tables plus whatever ``make_files(folder)`` writes; its overrides last."""
+
+    def make(folder: Path) -> list[str]:
+        return [*tables()(folder), *make_files(folder)]
+
+    return make
+
+
+def pickle_payload(folder: Path) -> list[str]:
+    import pickle
+
+    (folder / "evil.pkl").write_bytes(pickle.dumps(Payload(folder / "payload_ran")))
+    return [f"+callbacks.x={{_target_:torch.load,f:{folder / 'evil.pkl'},weights_only:false}}"]
+
+
+def clobber(target: str, key: str = "+callbacks.x"):
+    def make(folder: Path) -> list[str]:
+        (folder / "victim.txt").write_text("the user's file\n")
+        return [f"{key}={{_target_:{target},obj:1,f:{folder / 'victim.txt'}}}"]
+
+    return make
+
+
+def hydra_callback_shell(folder: Path) -> list[str]:
+    return [f"+hydra.callbacks.x={{_target_:os.system,command:'mkdir {folder / 'payload_ran'}'}}"]
+
+
+def logging_factory(folder: Path) -> list[str]:
+    conf = folder / "conf" / "hydra" / "job_logging"
+    conf.mkdir(parents=True)
+    (conf / "evil.yaml").write_text(
+        "version: 1\nhandlers:\n  evil:\n    (): os.mkdir\n"
+        f"    path: {folder / 'payload_ran'}\nroot:\n  handlers: [evil]\n"
+    )
+    return ["--config-dir", str(folder / "conf"), "hydra/job_logging=evil"]
+
+
+def run_dir_is_a_file(folder: Path) -> list[str]:
+    (folder / "afile").write_text("not a folder\n")
+    return [f"hydra.run.dir={folder / 'afile'}"]
+
+
+def busy_run_folder(folder: Path) -> list[str]:
+    import socket
+
+    (folder / "run").mkdir()
+    (folder / "run" / ".lock").write_text(f"1 {socket.gethostname()}\n")  # pid 1: alive
+    return []
+
+
+def fifo(name: str, labels_too: bool = False):
+    def make(folder: Path) -> list[str]:
+        import os
+
+        args = tables()(folder)
+        target = folder / name
+        target.unlink(missing_ok=True)
+        os.mkfifo(target)
+        key = "data.labels" if labels_too else "data.measurements"
+        return [*args, f"{key}={target}"]
+
+    return make
+
+
+def mixed_timezones() -> pd.DataFrame:
+    m = measurements()
+    stamps = pd.Timestamp("2024-03-01") + pd.to_timedelta(m["time"], unit="h")
+    m["time"] = stamps.dt.strftime("%Y-%m-%d %H:%M:%S+00:00").astype(object)
+    m.loc[2, "time"] = "2024-03-01 02:00:00"
+    return m
+
+
+def one_far_time() -> pd.DataFrame:
+    return edited("time", 2, 1e9)
+
+
+def long_stay() -> pd.DataFrame:
+    m = measurements()
+    extra = pd.DataFrame(
+        {"patient_id": "p07", "time": np.arange(6, 25_006), "hr": 80.0, "map": 70.0}
+    )
+    return pd.concat([m, extra], ignore_index=True)
+
+
+def with_ids(first: str, second: str) -> pd.DataFrame:
+    m = measurements()
+    m.loc[m["patient_id"] == "p00", "patient_id"] = first
+    m.loc[m["patient_id"] == "p01", "patient_id"] = second
+    return m
+
+
+def labels_with_ids(first: str, second: str) -> pd.DataFrame:
+    y = labels()
+    y.loc[0, "patient_id"], y.loc[1, "patient_id"] = first, second
     return y
 
 
@@ -254,9 +367,9 @@ CASES: dict[str, Case] = {
         r"layer 2 \(kernel_size=5.*spans 5 steps but receives only 2",
     ),
     "unknown_config_key": Case(
-        tables(None, None, "model.kernal_size=3"), r"Could not override 'model\.kernal_size'", 1
+        tables(None, None, "model.kernal_size=3"), r"Could not override 'model\.kernal_size'"
     ),
-    "unknown_config_option": Case(lambda f: ["data=tabel"], r"Could not find 'data/tabel'", 1),
+    "unknown_config_option": Case(lambda f: ["data=tabel"], r"Could not find 'data/tabel'"),
     "missing_required_setting": Case(
         lambda f: [*M_TABLE], r"Missing mandatory value: data\.measurements"
     ),
@@ -273,6 +386,111 @@ CASES: dict[str, Case] = {
         lambda f: [*tables()(f), f"ckpt_path={f / 'gone.ckpt'}"],
         r"ckpt_path=.*gone\.ckpt: to continue an interrupted run pass resume=true",
     ),
+    # --- issue 12: configs never run code or touch files --------------------------------
+    "target_loads_a_pickle": Case(
+        with_files(pickle_payload),
+        r"config callbacks\.x: _target_ 'torch\.load' is not allowed",
+    ),
+    "target_overwrites_a_file": Case(
+        with_files(clobber("torch.save")),
+        r"config callbacks\.x: _target_ 'torch\.save' is not allowed",
+    ),
+    "target_is_a_project_file_writer": Case(
+        with_files(clobber("patientcnn.files.atomic_write", "+logger.x")),
+        r"config logger\.x: _target_ 'patientcnn\.files\.atomic_write' is not allowed",
+    ),
+    "trainer_target_replaced": Case(
+        tables(None, None, "trainer._target_=builtins.eval"),
+        r"config trainer: _target_ 'builtins\.eval' is not allowed",
+    ),
+    "hydra_callback_runs_a_command": Case(with_files(hydra_callback_shell), r"os\.system"),
+    "hydra_callback_overwrites_a_file": Case(
+        with_files(clobber("torch.save", "+hydra.callbacks.x")),
+        r"torch\.save.* not in the Hydra execution whitelist",
+    ),
+    "job_logging_handler_factory": Case(
+        with_files(logging_factory), r"config: Unable to configure handler 'evil'"
+    ),
+    "env_set_loads_a_library": Case(
+        tables(None, None, "+hydra.job.env_set.LD_PRELOAD=/tmp/evil.so"),
+        r"config hydra\.job\.env_set\.LD_PRELOAD: LD_PRELOAD would let the config load code",
+    ),
+    "run_dir_is_a_file": Case(
+        with_files(run_dir_is_a_file), r"hydra\.run\.dir=.*afile: is a file, not a folder"
+    ),
+    "run_folder_in_use": Case(
+        with_files(busy_run_folder),
+        r"run: another run \(process 1\) is using this run folder",
+        left=frozenset({".lock"}),
+    ),
+    # --- ids are data: never parsed, merged or renamed ---------------------------------
+    "ids_1_and_01_are_two_patients": Case(
+        tables(with_ids("1", "01"), labels_with_ids("1", "1x")),
+        r"1 patients in .*m\.csv have no label in .*y\.csv \(e\.g\. 01\)",
+    ),
+    "label_id_001_is_not_measurement_id_1": Case(
+        tables(with_ids("1", "p01"), labels_with_ids("001", "p01")),
+        r"have no label in .*\(e\.g\. 1\); 1 patients in .*y\.csv have no measurements "
+        r"in .*\(e\.g\. 001\)",
+    ),
+    "duplicate_feature_column": Case(
+        text_file("m.csv", CSV.replace("patient_id,time,hr,map", "patient_id,time,hr,hr")),
+        r"m\.csv: column name 'hr' appears more than once \(columns 3 and 4\)",
+    ),
+    "duplicate_id_column_in_labels": Case(
+        tables(
+            None,
+            labels()
+            .assign(extra=labels()["patient_id"])
+            .set_axis(["patient_id", "label", "patient_id"], axis=1),
+        ),
+        r"y\.csv: column name 'patient_id' appears more than once",
+    ),
+    # --- sizes are checked before allocating; only regular files are opened ------------
+    "one_time_far_away": Case(
+        tables(one_far_time()),
+        r"m\.csv: patient p00 spans 1000000001 grid steps \(its row 3 .*data\.grid\.max_steps",
+    ),
+    "one_patient_very_long": Case(
+        tables(long_stay()),
+        r"m\.csv: patient p07 spans 25006 grid steps .*data\.grid\.length",
+    ),
+    "grid_over_the_memory_limit": Case(
+        tables(None, None, "data.grid.memory_limit_gb=0.000001"),
+        r"m\.csv: the \(patients, timesteps, features\) grid \(40, 6, 2\) \(the length is "
+        r"the longest stay: patient p00, 6 steps\) would need about "
+        r".*data\.grid\.memory_limit_gb",
+    ),
+    "grid_length_beyond_memory": Case(
+        tables(None, None, "data.grid.length=1000000000000"), r"GiB.*available memory"
+    ),
+    "measurements_are_a_fifo": Case(fifo("m.csv"), r"m\.csv: is a FIFO"),
+    "labels_are_a_fifo": Case(fifo("y.csv", labels_too=True), r"y\.csv: is a FIFO"),
+    "array_file_is_a_fifo": Case(fifo("x.npz"), r"x\.npz: is a FIFO"),
+    "measurements_are_a_device": Case(
+        tables(None, None, "data.measurements=/dev/zero"), r"/dev/zero: is not a regular file"
+    ),
+    # --- unreadable inputs are named, not a traceback -----------------------------------
+    "mixed_timezones": Case(
+        tables(mixed_timezones()),
+        r"m\.csv: column 'time' mixes date-times with and without a time zone.* row 3 "
+        r"\(patient p00\)",
+    ),
+    "utf16_file": Case(text_file("m.csv", CSV.encode("utf-16")), r"m\.csv: is UTF-16 encoded"),
+    "gzip_named_csv": Case(
+        text_file("m.csv", gzip.compress(CSV.encode())),
+        r"m\.csv: is gzip-compressed but not named \.gz",
+    ),
+    "plain_text_named_gz": Case(
+        text_file("m.csv.gz", CSV), r"m\.csv\.gz: is named \.gz but is not gzip-compressed"
+    ),
+    "latin1_file": Case(
+        text_file("m.csv", CSV.replace("p00", "p\xe90").encode("latin-1")),
+        r"m\.csv: is not UTF-8 text",
+    ),
+    "excel_file_named_csv": Case(
+        text_file("m.csv", b"PK\x03\x04" + bytes(200)), r"m\.csv: is a zip archive"
+    ),
 }
 
 
@@ -281,7 +499,9 @@ def fingerprint(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and "run" not in p.relative_to(folder).parts
+        if p.is_file()
+        and not stat.S_ISFIFO(p.stat().st_mode)
+        and "run" not in p.relative_to(folder).parts
     }
 
 
@@ -310,11 +530,13 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         results[name]["inputs_unchanged"] = fingerprint(folder) == before[name]
         log = folder / "run" / "train.log"
         results[name]["log"] = log.read_text() if log.exists() else ""
+        lock = folder / "run" / ".lock"
+        results[name]["lock"] = lock.read_text() if lock.exists() else None
     return results
 
 
 def test_catalogue_is_large_enough():
-    assert len(CASES) >= 25
+    assert len(CASES) >= 65
 
 
 def test_good_tables_train(tmp_path):
@@ -347,9 +569,16 @@ def test_bad_input(outcomes: dict[str, dict], name: str):
         assert result["stderr"].startswith("error: ")
     assert SENTINEL not in shown + result["log"]
     run = result["folder"] / "run"
-    written = {p.name for p in run.iterdir()} - RUN_RECORDS if run.exists() else set()
-    assert not written, f"a failed run wrote {sorted(written)}"
+    written = {p.name for p in run.iterdir()} - RUN_RECORDS - case.left if run.exists() else set()
+    assert not written, f"a failed run left {sorted(written)}"
+    if result["log"]:  # the log is kept, and says that the run failed
+        assert "run FAILED: " in result["log"], result["log"][-2000:]
+    if ".lock" in case.left:  # another run's lock is left alone
+        assert result["lock"] is not None and result["lock"].startswith("1 ")
+    else:
+        assert result["lock"] is None, "a failed run kept its lock"
     assert result["inputs_unchanged"]
+    assert not (result["folder"] / "payload_ran").exists(), "config data ran code"
 
 
 def test_debug_flag_shows_the_traceback(outcomes: dict[str, dict]):

@@ -27,7 +27,7 @@ RESUMABLE = (
 )
 
 
-def start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+def start_training(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     """The same command line as train_run, started in the background."""
     out = tmp_path / "run"
     overrides = [
@@ -38,6 +38,7 @@ def start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
         "trainer.enable_progress_bar=false",
         "data.split.test=0.2",
         *RESUMABLE,
+        *extra,
     ]
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *overrides],
@@ -114,3 +115,41 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path: Path):
         r"^error: the training loss became nan at epoch \d+, step \d+", proc.stderr, re.M
     )
     assert not (out / "metrics.json").exists()
+
+
+def test_sigterm_is_an_interruption_not_a_failure(tmp_path: Path):
+    """A polite kill (SIGTERM: a scheduler's time limit) keeps last.ckpt for resume=true;
+    only a failed run is cleaned up. The lock is released either way."""
+    proc, out = start_training(tmp_path, "trainer.max_epochs=100000")  # until stopped
+    deadline = time.monotonic() + 300
+    while (last := next(out.rglob("last.ckpt"), None)) is None:  # any checkpoint layout
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+    assert proc.returncode != 0
+    assert last.exists() and not (out / "metrics.json").exists()
+    assert not (out / ".lock").exists()
+    assert "run INTERRUPTED" in (out / "train.log").read_text()
+
+
+def test_a_second_run_into_a_busy_run_folder_is_refused(tmp_path: Path):
+    """Two trainings into one folder: the second stops with one line and touches nothing."""
+    proc, out = start_training(tmp_path, "trainer.max_epochs=100000")  # until killed
+    deadline = time.monotonic() + 300
+    while next(out.rglob("*.ckpt"), None) is None:  # the first run is well under way
+        assert proc.poll() is None, "the first run ended early"
+        assert time.monotonic() < deadline, "no checkpoint folder after 300 s"
+        time.sleep(0.01)
+    before = sorted(p.name for p in out.iterdir())
+    second, _ = train_run(tmp_path, *RESUMABLE)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert re.fullmatch(
+        rf"error: {re.escape(str(out))}: another run \(process {proc.pid}\) is using this "
+        r"run folder; wait for it to finish or choose another hydra\.run\.dir\n",
+        second.stderr,
+    ), second.stderr
+    assert sorted(p.name for p in out.iterdir()) == before

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -24,25 +25,33 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from patientcnn.data.tables import CSV_SUFFIXES, PARQUET_SUFFIXES
+from patientcnn.data.tables import (
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
+    check_text_file,
+    check_unique_columns,
+    csv_header,
+    parquet_columns,
+)
 from patientcnn.errors import UserError
+from patientcnn.files import check_input_file, remove_stale_temporaries
 
 CSV_BLOCK_BYTES = 16 << 20  # pyarrow CSV block: rows arrive about this many bytes at a time
+CHUNKS_PREFIX = ".patientcnn-chunks-"  # + pid: a killed run's folder is found and removed
 
 
 def table_columns(path: str | Path) -> list[str]:
     """The column names of a CSV or Parquet file, reading only its header or schema."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        if _is_parquet(path):
-            return [str(c) for c in pq.read_schema(path).names]
-        if path.name.lower().endswith(CSV_SUFFIXES):
-            return [str(c) for c in pd.read_csv(path, sep=_sep(path), nrows=0).columns]
-    except Exception as err:  # the readers raise many types; all mean "cannot parse"
-        raise UserError(f"{path}: cannot be read as a table ({_reason(err)})") from err
-    raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
+    path = check_input_file(path)
+    if _is_parquet(path):
+        columns = parquet_columns(path)
+    elif path.name.lower().endswith(CSV_SUFFIXES):
+        check_text_file(path)
+        columns = csv_header(path, _sep(path))
+    else:
+        raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
+    check_unique_columns(columns, path)
+    return columns
 
 
 def estimated_rows(path: Path) -> int:
@@ -71,8 +80,11 @@ def patient_chunks(
 ) -> Iterator[list[Path]]:
     """Yield files that each hold whole patients: ``[path]`` itself when it is small.
 
-    Only the id, time and feature columns are copied into the partitions, features as
-    floats. The temporary files are removed on exit, also after an error.
+    Only the id, time and feature columns are copied into the partitions, ids as text,
+    features as floats. The partitions live in a hidden folder in ``tmp_dir`` (the
+    caller passes the output's folder by default, never the system temp folder, so
+    patient data stays where the user put it). They are removed on exit, also after an
+    error or SIGTERM; the folder of a killed process is removed by the next run.
     """
     path = Path(path)
     rows = estimated_rows(path)
@@ -80,7 +92,11 @@ def patient_chunks(
         yield [path]
         return
     n_parts = max(2, math.ceil(rows / chunk_rows))
-    with tempfile.TemporaryDirectory(prefix="patientcnn-chunks-", dir=tmp_dir) as folder:
+    where = Path(tmp_dir) if tmp_dir is not None else path.parent
+    where.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(where, (f"{CHUNKS_PREFIX}*",))
+    prefix = f"{CHUNKS_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=where) as folder:
         yield _partition(
             path, id_col, [id_col, time_col, *features], n_parts, Path(folder), rows, progress
         )
@@ -139,7 +155,8 @@ def _batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
         convert_options=pacsv.ConvertOptions(
             include_columns=columns,
             # a feature whose first block holds only integers may hold decimals later
-            column_types={c: pa.float64() for c in columns[2:]},
+            column_types={columns[0]: pa.string(), **{c: pa.float64() for c in columns[2:]}},
+            strings_can_be_null=False,  # an id 'NA' is an id; an empty one is caught later
         ),
     )
     yield from reader

@@ -22,10 +22,16 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from patientcnn.checkpoint import load_bundle
-from patientcnn.chunks import patient_chunks, table_columns
+from patientcnn.chunks import CHUNKS_PREFIX, patient_chunks, table_columns
 from patientcnn.data.cohort import load_measurements
 from patientcnn.errors import UserError
-from patientcnn.files import atomic_write
+from patientcnn.files import (
+    atomic_write,
+    check_input_file,
+    csv_safe,
+    refuse_overwriting_inputs,
+    remove_stale_temporaries,
+)
 from patientcnn.inference import Scorer, unusable
 
 log = logging.getLogger(__name__)
@@ -58,8 +64,10 @@ def predict_file(
     """Score every patient of ``input`` with the checkpoint and write ``output`` atomically."""
     output = Path(output)
     fmt = output_format(output)
+    refuse_overwriting_inputs(output, {"input": input, "checkpoint": checkpoint})
     if output.exists() and not overwrite:
         raise UserError(f"{output} already exists; pass overwrite=true to replace it")
+    check_input_file(checkpoint, "checkpoint")
     bundle = load_bundle(checkpoint)
     threshold = check_threshold(bundle.threshold if threshold is None else threshold)
     scorer = Scorer.from_bundle(bundle, device=device, batch_size=batch_size)
@@ -67,6 +75,9 @@ def predict_file(
     if int(chunk_rows) < 1:
         raise UserError(f"chunk_rows must be a positive integer, got {chunk_rows}")
 
+    if tmp_dir is None:  # patient data stays beside the output, not in the system temp
+        tmp_dir = output.parent
+    remove_stale_temporaries(Path(tmp_dir), (f"{CHUNKS_PREFIX}*",))
     counts = {"patients": 0, "positive": 0}
     skipped: list = []
 
@@ -190,11 +201,15 @@ class _Sink:
 
     def write(self, ids: np.ndarray, probability: np.ndarray, label: np.ndarray) -> None:
         frame = pd.DataFrame(
-            {self.id_col: ids, "probability": probability, "predicted_label": label}
+            {
+                self.id_col: pd.Series(ids, dtype=object),  # text, as in the input
+                "probability": probability,
+                "predicted_label": label,
+            }
         )
         if self.fmt == "csv":
             mode, header = ("a", False) if self.started else ("w", True)
-            frame.to_csv(self.path, mode=mode, header=header, index=False)
+            csv_safe(frame).to_csv(self.path, mode=mode, header=header, index=False)
         else:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self.parquet is None:

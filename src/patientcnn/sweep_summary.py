@@ -20,7 +20,7 @@ import yaml  # noqa: E402
 
 from patientcnn.cli import FAILED_TRIAL_FILE  # noqa: E402
 from patientcnn.errors import UserError  # noqa: E402
-from patientcnn.files import atomic_write  # noqa: E402
+from patientcnn.files import atomic_write, csv_safe  # noqa: E402
 
 LOG_SCALE_SPAN = 100.0  # plot a numeric setting on a log axis when max/min exceeds this
 PANELS_PER_ROW = 4
@@ -140,7 +140,7 @@ def summarize(sweep_dir: Path, maximize: bool = True) -> tuple[pd.DataFrame, dic
         table["objective"] = math.nan
     ranked = rank(table, maximize)
     paths = {ext: sweep_dir / f"summary.{ext}" for ext in ("csv", "md", "png")}
-    atomic_write(paths["csv"], lambda tmp: ranked.to_csv(tmp, index=False))
+    atomic_write(paths["csv"], lambda tmp: csv_safe(ranked).to_csv(tmp, index=False))
     markdown = f"Objective: {objective} ({'max' if maximize else 'min'}imised)\n\n"
     markdown += to_markdown(shown(ranked))
     atomic_write(paths["md"], lambda tmp: tmp.write_text(markdown))

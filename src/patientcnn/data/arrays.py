@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from patientcnn.data import tables
-from patientcnn.data.reshape import GridSpec, PatientArrays
+from patientcnn.data.reshape import GridSpec, PatientArrays, check_size, id_order
 from patientcnn.errors import UserError
+from patientcnn.files import check_input_file
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 
@@ -77,9 +78,7 @@ def load_array_cohort(
 
 def _read(path: str | Path) -> dict[str, np.ndarray]:
     """Every array in the file by name (an .npy is 'X'); no pickled objects are loaded."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    path = check_input_file(path)
     try:
         if path.name.lower().endswith(".npy"):
             return {"X": np.load(path, allow_pickle=False)}
@@ -91,13 +90,21 @@ def _read(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _ids(content: dict[str, np.ndarray], path: str | Path, n: int) -> np.ndarray:
+    """Patient ids as text (``ids_as_text``): the npz's ``ids``, or the row numbers."""
     if "ids" not in content:
-        return np.arange(n)
-    ids = np.asarray(content["ids"]).reshape(-1)
+        return np.arange(n).astype(str).astype(object)
+    ids = tables.ids_as_text(np.asarray(content["ids"]).reshape(-1))
     if len(ids) != n:
         raise UserError(f"{path}: ids holds {len(ids)} entries but X holds {n} patients")
-    if len(np.unique(ids)) != n:
-        raise UserError(f"{path}: ids are not unique")
+    missing = pd.isna(ids)
+    if missing.any():
+        raise UserError(
+            f"{path}: ids is empty for patient row {int(np.flatnonzero(missing)[0])} "
+            f"({int(missing.sum())} patients without an id)"
+        )
+    if len(pd.unique(ids)) != n:
+        first = pd.Series(ids).duplicated().to_numpy().argmax()
+        raise UserError(f"{path}: ids are not unique (patient {ids[first]} repeats)")
     return ids
 
 
@@ -136,12 +143,13 @@ def _pad_or_truncate(
     else:
         lengths = np.where(any_seen.any(axis=1), steps - any_seen[:, ::-1].argmax(axis=1), 0)
     length = int(grid.length) if grid.length is not None else steps
+    check_size(len(x), length, x.shape[2], grid)
     if length < steps:
         x = x[:, :length] if grid.align == "start" else x[:, steps - length :]
     elif length > steps:
         pad = np.full((len(x), length - steps, x.shape[2]), np.nan, dtype=np.float32)
         x = np.concatenate([x, pad] if grid.align == "start" else [pad, x], axis=1)
-    order = np.argsort(ids, kind="stable")
+    order = id_order(ids)
     return PatientArrays(
         np.ascontiguousarray(x[order]),
         np.minimum(lengths, length).astype(np.int64)[order],

@@ -46,7 +46,7 @@ def load_measurements(
     """
     if duplicates not in DUPLICATES:
         raise UserError(f"data.duplicates must be one of {DUPLICATES}, got {duplicates!r}")
-    df = tables.read_table(path)
+    df = tables.read_table(path, id_col)
     roles = {"id": id_col, "time": time_col}
     anchor_col = grid.anchor_col
     if anchor_col:
@@ -69,7 +69,10 @@ def load_measurements(
             )
         anchor = tables.time_in_hours(df, path, id_col, anchor_col, allow_negative=True)
     values = tables.feature_matrix(df, path, id_col, features)
-    arrays = to_arrays(df[id_col], hours, values, features, grid, anchor)
+    try:
+        arrays = to_arrays(df[id_col], hours, values, features, grid, anchor)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from err
     _warn_empty(arrays, path)
     return arrays, df
 
@@ -142,7 +145,7 @@ def load_cohort(
         )
     split = None
     if split_col:
-        split_table = df if split_col in df.columns else tables.read_table(labels)
+        split_table = df if split_col in df.columns else tables.read_table(labels, id_col)
         tables.require_columns(split_table, measurements, {"split": split_col})
         split = _per_patient(split_table, measurements, id_col, split_col)
         split = split.reindex(arrays.ids).astype(str).to_numpy()

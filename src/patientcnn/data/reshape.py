@@ -18,6 +18,9 @@ from scipy import sparse
 from patientcnn.errors import UserError
 
 ALIGNMENTS = ("start", "end")
+DEFAULT_MAX_STEPS = 20_000  # a stay longer than this on the grid is almost always a bad time
+MEMORY_SHARE = 0.5  # default limit: this share of the memory available when the run starts
+GRID_COPIES = 3  # the grid, its preprocessed copy and the tensors made from it
 AGGREGATIONS = ("mean", "last", "min", "max")
 
 
@@ -38,6 +41,9 @@ class GridSpec:
     align: str = "start"
     anchor_col: str | None = None
     agg: str | dict[str, str] = "mean"
+    # resource limits, checked before the grid is allocated (not part of the fitted state)
+    max_steps: int | None = DEFAULT_MAX_STEPS
+    memory_limit_gb: float | None = None
 
     def __post_init__(self) -> None:
         if not self.step > 0:
@@ -50,6 +56,12 @@ class GridSpec:
             raise UserError(
                 "data.grid.length must be set with data.grid.anchor_col: the window is "
                 "length x step time units after (align=start) or before (align=end) the anchor"
+            )
+        if self.max_steps is not None and int(self.max_steps) < 1:
+            raise UserError(f"data.grid.max_steps must be at least 1 or null, got {self.max_steps}")
+        if self.memory_limit_gb is not None and not float(self.memory_limit_gb) > 0:
+            raise UserError(
+                f"data.grid.memory_limit_gb must be positive or null, got {self.memory_limit_gb}"
             )
         chosen = self.agg.values() if isinstance(self.agg, dict) else [self.agg]
         wrong = [a for a in chosen if a not in AGGREGATIONS]
@@ -121,7 +133,7 @@ def to_arrays(
     are kept, and a stay runs from the anchor to its last row (align=start) or from its
     first row to the anchor (align=end).
     """
-    codes, uniques = pd.factorize(np.asarray(ids), sort=True)
+    codes, uniques = factorize_ids(ids)
     n_patients, n_features = len(uniques), values.shape[1]
     aggs = grid.aggregations(list(features))
 
@@ -131,11 +143,15 @@ def to_arrays(
         origin = start[codes]
     else:
         origin = anchor
-    bins = np.floor((hours - origin) / grid.step + 1e-9).astype(np.int64)
+    steps = np.floor((hours - origin) / grid.step + 1e-9)
+    # far beyond any grid, and within int64: a time of 1e300 must not wrap around
+    bins = np.clip(steps, -(2**62), 2**62).astype(np.int64)
 
     if anchor is None:
         span = np.zeros(n_patients, dtype=np.int64)
         np.maximum.at(span, codes, bins + 1)
+        if grid.length is None:
+            check_span(span, bins, codes, uniques, grid)
         length = int(grid.length) if grid.length is not None else int(span.max())
         lengths = np.minimum(span, length)
         if grid.align == "end":
@@ -149,6 +165,14 @@ def to_arrays(
     if not keep.all():
         codes, bins, values, hours = codes[keep], bins[keep], values[keep], hours[keep]
 
+    longest = None if anchor is not None or grid.length is not None else int(np.argmax(span))
+    check_size(
+        n_patients,
+        length,
+        n_features,
+        grid,
+        None if longest is None else f"patient {uniques[longest]}, {int(span[longest])} steps",
+    )
     flat = codes * length + bins
     size = n_patients * length
     if _all_distinct(flat, size):
@@ -241,3 +265,98 @@ def _bin_last(flat: np.ndarray, hours: np.ndarray, column: np.ndarray, size: int
     has = row >= 0
     result[has] = column[row[has]]
     return result
+
+
+def factorize_ids(ids: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes per row and the distinct ids in ``id_order``."""
+    codes, uniques = pd.factorize(np.asarray(ids, dtype=object))
+    order = id_order(uniques)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], np.asarray(uniques, dtype=object)[order]
+
+
+def id_order(ids: np.ndarray) -> np.ndarray:
+    """The order patients are kept in: ids made only of digits in numeric order ('2'
+    before '10'; of '7' and '007' the shorter first), any other ids as text."""
+    text = pd.Series(np.asarray(ids, dtype=object)).astype(str)
+    if len(text) and text.str.fullmatch(r"\d+").all():
+        stripped = text.str.lstrip("0")
+        keys = pd.DataFrame(
+            {"n": stripped.str.len(), "s": stripped, "z": text.str.len(), "t": text}
+        )
+        return keys.sort_values(["n", "s", "z", "t"], kind="stable").index.to_numpy()
+    return np.argsort(text.to_numpy(dtype=object), kind="stable")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux: MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_limit(grid: GridSpec) -> tuple[int | None, str]:
+    """The byte limit for the grid and how it was set (for the message)."""
+    if grid.memory_limit_gb is not None:
+        return int(float(grid.memory_limit_gb) * 2**30), "data.grid.memory_limit_gb"
+    available = available_memory()
+    if available is None:
+        return None, ""
+    return int(available * MEMORY_SHARE), f"{MEMORY_SHARE:.0%} of the available memory"
+
+
+def grid_bytes(n_patients: int, length: int, n_features: int) -> int:
+    """Estimated peak bytes of a (N, L, C) float32 grid and what is made from it."""
+    return GRID_COPIES * n_patients * length * (n_features * 4 + 2) + n_patients * length * 8
+
+
+def check_size(
+    n_patients: int, length: int, n_features: int, grid: GridSpec, longest: str | None = None
+) -> None:
+    """Stop before allocating a grid that would not fit the memory limit; ``longest`` names
+    the stay that set the length, when the data did."""
+    limit, source = memory_limit(grid)
+    needed = grid_bytes(n_patients, length, n_features)
+    if limit is not None and needed > limit:
+        why = f" (the length is the longest stay: {longest})" if longest else ""
+        raise UserError(
+            f"the (patients, timesteps, features) grid ({n_patients}, {length}, {n_features})"
+            f"{why} would need about {_size(needed)}, more than the limit of "
+            f"{_size(limit)} ({source}); shorten it with data.grid.length or a "
+            "larger data.grid.step, or raise data.grid.memory_limit_gb"
+        )
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**29 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def check_span(
+    span: np.ndarray, bins: np.ndarray, codes: np.ndarray, uniques: np.ndarray, grid: GridSpec
+) -> None:
+    """With ``length=null`` the longest stay sets the grid: one far-off time (a typo, a
+    time in another unit) must not make every patient that long."""
+    if grid.max_steps is None or not len(span):
+        return
+    longest = int(np.argmax(span))
+    if int(span[longest]) <= int(grid.max_steps):
+        return
+    mine = np.flatnonzero(codes == longest)
+    row = int(mine[np.argmax(bins[mine])])
+    raise UserError(
+        f"patient {uniques[longest]} spans {int(span[longest])} grid steps (its row {row + 1} "
+        f"lies that far from its first), more than data.grid.max_steps={grid.max_steps}; "
+        "check that row's time, or set data.grid.length (steps kept per patient), a larger "
+        "data.grid.step, or a larger data.grid.max_steps"
+    )

@@ -13,27 +13,37 @@ import numpy as np
 import pandas as pd
 
 from patientcnn.errors import UserError
+from patientcnn.files import check_input_file
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet table, turning every reader failure into a UserError."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: file not found")
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected a CSV or Parquet file")
+def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet table, turning every reader failure into a UserError.
+
+    ``id_col``, when the table has it, is kept as text exactly as written in the file
+    (``0007`` stays ``0007``, never 7; ``1`` and ``01`` are two patients): CSV ids are
+    read as strings, Parquet integer ids become their decimal string. Two columns with
+    the same name are an error naming it.
+    """
+    path = check_input_file(path)
     name = path.name.lower()
     sep = "\t" if name.endswith(".tsv") else ","
+    if not name.endswith(PARQUET_SUFFIXES) and not name.endswith(CSV_SUFFIXES):
+        raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
+    if name.endswith(PARQUET_SUFFIXES):
+        check_unique_columns(parquet_columns(path), path)
+    else:
+        check_text_file(path)
+        check_unique_columns(csv_header(path, sep), path)
     try:
         if name.endswith(PARQUET_SUFFIXES):
             df = pd.read_parquet(path)
-        elif name.endswith(CSV_SUFFIXES):
-            df = pd.read_csv(path, sep=sep, engine="pyarrow")
         else:
-            raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
+            df = pd.read_csv(path, sep=sep, engine="pyarrow")
+            if id_col in df.columns and _maybe_not_as_written(df[id_col]):
+                df[id_col] = _raw_ids(path, sep, id_col)
     except UserError:
         raise
     except Exception as err:  # the readers raise many types; all mean "cannot parse"
@@ -44,7 +54,143 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if df.shape[1] == 0 or len(df) == 0:
         raise UserError(f"{path}: the table is empty (no data rows)")
     df.columns = [str(c) for c in df.columns]
+    if id_col in df.columns:
+        df[id_col] = ids_as_text(df[id_col])
     return df
+
+
+def _maybe_not_as_written(column: pd.Series) -> bool:
+    """Whether the reader may have changed ids: parsed them as numbers, dates or
+    booleans ('0007' -> 7), or read an id such as 'NA' as missing."""
+    return not pd.api.types.is_string_dtype(column) or bool(column.isna().any())
+
+
+def _raw_ids(path: Path, sep: str, id_col: str) -> pd.Series:
+    """The id column exactly as written, as text; only an empty cell is a missing id."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(delimiter=sep),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=[id_col],
+            column_types={id_col: pa.string()},
+            strings_can_be_null=False,
+        ),
+    )
+    raw = table.column(id_col).to_pandas().astype(object)
+    return raw.where(raw.str.strip() != "", np.nan)
+
+
+def ids_as_text(ids: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
+    """Patient ids as strings, exactly as stored: text as it is, integers (and floats
+    holding whole numbers, as integer columns with gaps become) as their decimal string,
+    bytes decoded; a missing or empty id is missing (NaN)."""
+    series = ids if isinstance(ids, pd.Series) else pd.Series(np.asarray(ids).reshape(-1))
+    kind = series.dtype.kind if isinstance(series.dtype, np.dtype) else None
+    if kind == "f":
+        whole = series.notna() & np.isfinite(series) & (series == np.floor(series))
+        if whole[series.notna()].all():
+            series, kind = series.astype("Int64"), "i"
+    if kind in ("i", "u") or pd.api.types.is_string_dtype(series.dtype):
+        text = series.astype("string")  # vectorised; text stays exactly as it is
+    else:
+        text = series.map(_one_id, na_action="ignore").astype("string")
+    keep = text.notna() & text.str.strip().ne("").fillna(False).astype(bool)
+    out = text.astype(object).where(keep, np.nan)  # an empty id is a missing id
+    return out if isinstance(ids, pd.Series) else out.to_numpy(dtype=object)
+
+
+def _one_id(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def check_text_file(path: Path) -> None:
+    """A file named like CSV that is compressed, binary or not UTF-8 is named as such
+    (the CSV reader would only say "CSV parse error")."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    gz = path.name.lower().endswith(".gz")
+    if head[:2] == b"\x1f\x8b" and not gz:
+        raise UserError(f"{path}: is gzip-compressed but not named .gz; rename it to .csv.gz")
+    if gz:
+        if head[:2] != b"\x1f\x8b":
+            raise UserError(f"{path}: is named .gz but is not gzip-compressed")
+        return
+    for magic, what in (
+        (b"PK\x03\x04", "a zip archive (an Excel .xlsx file is one); export it as CSV"),
+        (b"PAR1", "a Parquet file; name it .parquet"),
+        (b"\x28\xb5\x2f\xfd", "zstd-compressed; decompress it first"),
+    ):
+        if head.startswith(magic):
+            raise UserError(f"{path}: is {what}")
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"\x31\x41\x59\x26\x53\x59":
+        raise UserError(f"{path}: is bzip2-compressed; decompress it first")
+    for bom, encoding in (
+        (b"\xff\xfe\x00\x00", "UTF-32"),
+        (b"\x00\x00\xfe\xff", "UTF-32"),
+        (b"\xff\xfe", "UTF-16"),
+        (b"\xfe\xff", "UTF-16"),
+    ):
+        if head.startswith(bom):
+            raise UserError(f"{path}: is {encoding} encoded; save it as UTF-8 text")
+    if b"\x00" in head:
+        raise UserError(
+            f"{path}: holds NUL bytes: a binary file or a UTF-16/32 file without a byte "
+            "order mark; save it as UTF-8 text"
+        )
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if len(head) < 4096 or err.start < len(head) - 4:  # not a character cut at 4 KiB
+            raise UserError(
+                f"{path}: is not UTF-8 text (byte {err.start + 1} is not valid UTF-8; "
+                "a Latin-1 or Windows-1252 export?); save it as UTF-8"
+            ) from None
+
+
+def csv_header(path: Path, sep: str) -> list[str]:
+    """The column names of a CSV file's first line, exactly as written."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig", errors="replace") as handle:
+            return next(csv.reader(handle, delimiter=sep), [])
+    except (OSError, EOFError, csv.Error) as err:
+        raise UserError(f"{path}: cannot be read as a table ({type(err).__name__})") from err
+
+
+def parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return [str(c) for c in pq.read_schema(path).names]
+    except Exception as err:  # pyarrow raises several types; all mean "not Parquet"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: cannot be read as a table ({reason[:200]})") from err
+
+
+def check_unique_columns(columns: list[str], path: str | Path) -> None:
+    """Two columns of one name would be read as two features (pandas renames one)."""
+    seen: dict[str, int] = {}
+    for position, name in enumerate(columns, start=1):
+        if name in seen and name.strip() != "":
+            raise UserError(
+                f"{path}: column name '{name}' appears more than once (columns {seen[name]} "
+                f"and {position}); give each column its own name"
+            )
+        seen.setdefault(name, position)
 
 
 def _ragged_row(path: Path, sep: str) -> str | None:
@@ -182,7 +328,7 @@ def time_in_hours(
         if pd.api.types.is_datetime64_any_dtype(column):
             stamps = column
         else:
-            stamps = pd.to_datetime(column, errors="coerce", format="mixed")
+            stamps = _parse_datetimes(df, path, id_col, time_col, column)
             _check_parsed(df, path, id_col, time_col, column, stamps.isna())
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -222,6 +368,44 @@ def time_in_hours(
             int(negative.sum()),
         )
     return values
+
+
+TZ_SUFFIX = r"(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _parse_datetimes(
+    df: pd.DataFrame, path: str | Path, id_col: str, time_col: str, column: pd.Series
+) -> pd.Series:
+    """Date-time text -> timestamps. Stamps that all carry a UTC offset are compared in
+    UTC; stamps with and without one cannot be ordered and are an error naming the row."""
+    try:
+        return pd.to_datetime(column, errors="coerce", format="mixed")
+    except (ValueError, TypeError) as err:
+        if "timezone" not in str(err).lower() and "offset" not in str(err).lower():
+            raise UserError(
+                f"{path}: column '{time_col}' cannot be read as date-times ({type(err).__name__})"
+            ) from err
+    text = column.astype(str).str.strip()
+    aware = text.str.contains(TZ_SUFFIX, regex=True).to_numpy() & column.notna().to_numpy()
+    naive = ~aware & column.notna().to_numpy() & (text != "").to_numpy()
+    if aware.any() and naive.any():
+        minority = naive if naive.sum() <= aware.sum() else aware
+        _raise_at_row(
+            df,
+            path,
+            id_col,
+            time_col,
+            int(np.flatnonzero(minority)[0]),
+            "mixes date-times with and without a time zone (e.g. +02:00 or Z); give all "
+            "of them one, or none; the first of the less common kind is",
+            int(minority.sum()),
+        )
+    try:
+        return pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
+    except (ValueError, TypeError) as err:
+        raise UserError(
+            f"{path}: column '{time_col}' cannot be read as date-times ({type(err).__name__})"
+        ) from err
 
 
 def _check_parsed(
@@ -280,7 +464,7 @@ def read_labels(
     positive_label: object | None = None,
 ) -> pd.Series:
     """A per-patient 0/1 label Series indexed by patient id, from a `patient_id,label` table."""
-    df = read_table(path)
+    df = read_table(path, id_col)
     require_columns(df, path, {"id": id_col, "label": label_col})
     check_ids(df, path, id_col)
     duplicated = df[id_col].duplicated(keep=False)
