@@ -102,7 +102,7 @@ def test_bad_gap_options_are_user_errors(bad):
         Preprocessor(**bad)
 
 
-def test_time_since_statistics_come_from_training_patients_only(small_cohort, tmp_path):
+def test_time_since_statistics_never_see_test_patients(small_cohort, tmp_path):
     """Erasing most values of every val/test patient leaves the fitted state unchanged."""
     import pandas as pd
 
@@ -113,12 +113,13 @@ def test_time_since_statistics_come_from_training_patients_only(small_cohort, tm
             str(measurements),
             str(small_cohort / "labels.csv"),
             preprocess={"time_since_observed": True, "max_gap": 2},
+            split={"test": 0.2},
         )
         dm.setup()
         return dm, dm.preprocessor.state()
 
     dm, state = fitted(small_cohort / "measurements.csv")
-    held_out = set(dm.cohort.arrays.ids[np.concatenate([dm.index["val"], dm.index["test"]])])
+    held_out = set(dm.cohort.arrays.ids[dm.index["test"]])  # fitting never sees test patients
     df = pd.read_csv(small_cohort / "measurements.csv")
     erase = df["patient_id"].isin(held_out) & (df["time"] % 4 != 0)
     df.loc[erase, dm.cohort.arrays.features] = np.nan

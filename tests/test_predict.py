@@ -124,7 +124,7 @@ def test_evaluate_returns_labels_and_probabilities(trained):
     result = evaluate_cohort(
         load_bundle(trained / "model.ckpt"), trained / "test_m.csv", trained / "test_y.csv"
     )
-    assert len(result.ids) == len(result.labels) == len(result.probabilities) == 60
+    assert len(result.ids) == len(result.labels) == len(result.probabilities) == 80
     assert set(np.unique(result.labels)) == {0, 1}
     assert roc_auc_score(result.labels, result.probabilities) == pytest.approx(
         result.metrics["auroc"], abs=1e-6

@@ -18,7 +18,7 @@ import numpy as np
 from patientcnn.checkpoint import Bundle
 from patientcnn.data.cohort import load_cohort
 from patientcnn.errors import UserError
-from patientcnn.inference import Scorer, unusable
+from patientcnn.inference import Scorer, probabilities, unusable
 from patientcnn.metrics import point_metrics
 from patientcnn.predict import check_input_columns, check_threshold, warn_skipped
 
@@ -89,6 +89,6 @@ def evaluate_cohort(
             f"{measurements}: the evaluated patients all have the same outcome; AUROC and "
             "AUPRC need patients of both outcomes"
         )
-    probabilities = 1.0 / (1.0 + np.exp(-scorer.logits(arrays).astype(np.float64)))
-    metrics = point_metrics(y, probabilities, threshold)
-    return Evaluation(metrics, arrays.ids, y, probabilities, threshold, skipped)
+    prob = probabilities(scorer.logits(arrays))
+    metrics = point_metrics(y, prob, threshold)
+    return Evaluation(metrics, arrays.ids, y, prob, threshold, skipped)

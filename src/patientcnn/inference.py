@@ -35,6 +35,13 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def probabilities(logits: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Logits -> probabilities in float64: the one conversion every caller uses, so the
+    same logits give bit-identical probabilities (and metrics) everywhere."""
+    z = logits.numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+    return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+
+
 @torch.inference_mode()
 def batched_logits(
     model: torch.nn.Module,

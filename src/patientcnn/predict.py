@@ -32,7 +32,7 @@ from patientcnn.files import (
     refuse_overwriting_inputs,
     remove_stale_temporaries,
 )
-from patientcnn.inference import Scorer, unusable
+from patientcnn.inference import Scorer, probabilities, unusable
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def predict_file(
                 skipped.extend(arrays.ids[empty].tolist())
                 kept = arrays.subset(np.flatnonzero(~empty))
                 bar.total += len(kept.ids)
-                probability = 1.0 / (1.0 + np.exp(-scorer.logits(kept).astype(np.float64)))
+                probability = probabilities(scorer.logits(kept))
                 label = (probability >= threshold).astype(np.int8)
                 sink.write(kept.ids, probability, label)
                 counts["patients"] += len(kept.ids)

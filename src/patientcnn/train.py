@@ -32,7 +32,7 @@ from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.data.split import fold_splits, holdout_split
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
-from patientcnn.inference import batched_logits, resolve_device
+from patientcnn.inference import batched_logits, probabilities, resolve_device
 from patientcnn.metrics import point_metrics
 from patientcnn.models.layers import format_shape_table
 from patientcnn.recipe import Recipe, plan_recipe
@@ -199,7 +199,7 @@ def calibrate(cfg, val_logits: np.ndarray, y_val: np.ndarray) -> tuple[dict, dic
             "patient gets the validation prevalence; check the labels and features, or try "
             "another network (model=resnet) or more steps (recipe.steps=...)"
         )
-    val_prob = _sigmoid(calibration["scale"] * val_logits + calibration["shift"])
+    val_prob = probabilities(calibration["scale"] * val_logits + calibration["shift"])
     return calibration, select_threshold(cfg, y_val, val_prob), val_prob
 
 
@@ -210,7 +210,8 @@ def score_test_patients(cfg, ensemble, datamodule, threshold: float) -> dict[str
     x, valid, y = datamodule.tensors["test"]
     logits = batched_logits(ensemble.to(device), x, valid, 1024, device).numpy()
     metrics = {
-        f"test/{k}": v for k, v in point_metrics(y.numpy(), _sigmoid(logits), threshold).items()
+        f"test/{k}": v
+        for k, v in point_metrics(y.numpy(), probabilities(logits), threshold).items()
     }
     ensemble.cpu()
     ceiling = datamodule.ceiling_auroc()
@@ -442,7 +443,3 @@ def _logger_version(node: DictConfig, name: str) -> dict:
 def _net_state(state_dict: dict) -> dict:
     """The network's weights out of a LightningModule state dict ('net.' prefix dropped)."""
     return {k[len("net.") :]: v for k, v in state_dict.items() if k.startswith("net.")}
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))

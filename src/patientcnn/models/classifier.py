@@ -59,6 +59,8 @@ class Classifier(pl.LightningModule):
         self.test_metrics = classification_metrics("test/")
         self.train_loss_sum = torch.zeros(())  # reset on the model's device every epoch
         self.train_count = 0
+        self.first_bad_step = torch.full((), -1)  # a run resumed mid-epoch skips the reset
+        self.first_bad_loss = torch.zeros(())
 
     def network_spec(self) -> dict:
         """What a bundle stores to rebuild the network: registry name and plain settings."""

@@ -132,6 +132,21 @@ class PooledHead(nn.Module):
         return self.linear(self.drop(masked_pool(x, mask, self.pooling))).squeeze(1)
 
 
+class MaskedStack(nn.Module):
+    """A network of ``self.blocks`` (each called as ``block(x, mask)`` and keeping the
+    length) and ``self.head``: the forward pass the stride-1 families share."""
+
+    blocks: nn.ModuleList
+    head: PooledHead
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        mask = valid.unsqueeze(1)
+        x = x * mask.to(x.dtype)  # padded steps are zeros, whatever was there
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(x, mask)
+
+
 def same_padding(kernel_size: int, dilation: int) -> tuple[int, int]:
     """'same' pads d*(k-1) in total; the left side gets the smaller half (even kernels too)."""
     total = dilation * (kernel_size - 1)

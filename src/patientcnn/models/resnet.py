@@ -13,6 +13,7 @@ from torch import nn
 
 from patientcnn.errors import UserError
 from patientcnn.models.layers import (
+    MaskedStack,
     PooledHead,
     SameConv1d,
     make_activation,
@@ -24,7 +25,7 @@ from patientcnn.models.registry import register
 
 
 @register("resnet")
-class ResNet(nn.Module):
+class ResNet(MaskedStack):
     def __init__(
         self,
         in_channels: int,
@@ -51,15 +52,7 @@ class ResNet(nn.Module):
             blocks.append(ResidualBlock(c_in, width, kernels, dilation, groups, norm, activation))
             c_in = width
         self.blocks = nn.ModuleList(blocks)
-        self.drop = nn.Dropout(dropout)
         self.head = PooledHead(c_in, pooling, dropout)
-
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        mask = valid.unsqueeze(1)
-        x = x * mask.to(x.dtype)  # padded steps are zeros, whatever was there
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.head(x, mask)
 
     def shape_table(self) -> list[dict]:
         rows, receptive = [], 1

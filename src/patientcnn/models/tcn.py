@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from patientcnn.models.layers import (
+    MaskedStack,
     PooledHead,
     make_activation,
     make_norm,
@@ -24,7 +25,7 @@ from patientcnn.models.registry import register
 
 
 @register("tcn")
-class TCN(nn.Module):
+class TCN(MaskedStack):
     def __init__(
         self,
         in_channels: int,
@@ -55,13 +56,6 @@ class TCN(nn.Module):
             c_in = width
         self.blocks = nn.ModuleList(blocks)
         self.head = PooledHead(width, pooling, dropout)
-
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        mask = valid.unsqueeze(1)
-        x = x * mask.to(x.dtype)  # padded steps are zeros, whatever was there
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.head(x, mask)
 
     def shape_table(self) -> list[dict]:
         rows, receptive = [], 1

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from patientcnn.errors import UserError
+from patientcnn.inference import batched_logits, probabilities
 from patientcnn.report.baselines import fit_baselines
 from patientcnn.report.bootstrap import weighted_metrics
 from patientcnn.report.build import write_report
@@ -110,18 +111,11 @@ def predictor(model: torch.nn.Module, batch_size: int = 1024) -> Predict:
     model.eval()
     device = next(model.parameters()).device
 
-    @torch.no_grad()
     def predict(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        out = [
-            torch.sigmoid(
-                model(
-                    torch.as_tensor(x[i : i + batch_size], device=device),
-                    torch.as_tensor(valid[i : i + batch_size], device=device),
-                ).float()
-            ).cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-        return torch.cat(out).numpy().astype(np.float64)
+        logits = batched_logits(
+            model, torch.as_tensor(x), torch.as_tensor(valid), batch_size, device
+        )
+        return probabilities(logits)
 
     return predict
 
