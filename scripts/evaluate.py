@@ -51,6 +51,7 @@ def main(cfg: DictConfig) -> None:
             n_resamples=cfg.report.resamples,
             seed=cfg.report.seed,
             level=cfg.report.level,
+            patients="evaluated patients",
         )
         record["report"] = str(folder / "report.html")
         log.info("evaluation report: %s", record["report"])

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import read_metrics, run_cli, train_run
 
 from patientcnn.calibration import calibrated, fit_calibration
@@ -10,7 +11,7 @@ from patientcnn.checkpoint import load_bundle
 from patientcnn.data.split import carve_test, fold_splits
 from patientcnn.errors import UserError
 from patientcnn.models.conv import layer_widths
-from patientcnn.recipe import plan_recipe
+from patientcnn.recipe import plan_recipe, variance_lost_by_averaging
 
 
 def test_folds_partition_the_development_patients():
@@ -41,10 +42,11 @@ def test_recipe_rules_follow_the_cohort_size():
     # the work budget bounds the patient-timesteps: long series get fewer steps
     long = plan_recipe({}, np.array([0, 1] * 2000), seq_len=5000)
     assert long.max_steps == int(20 * 4000 * 5000 // (64 * 5000))  # work_epochs x N x L
-    mid = plan_recipe({}, np.array([0, 1] * 100), seq_len=1000)  # 5 folds share 1e7
+    full = {"downsample": 1}
+    mid = plan_recipe(full, np.array([0, 1] * 100), seq_len=1000)  # 5 folds share 1e7
     assert mid.max_steps == int(1.0e7 // (5 * 16 * 1000))
     assert (
-        plan_recipe({}, np.array([0, 1] * 100), seq_len=1000, seeds=2).max_steps
+        plan_recipe(full, np.array([0, 1] * 100), seq_len=1000, seeds=2).max_steps
         == mid.max_steps // 2
     )
     # never more folds than patients of the smaller outcome
@@ -52,6 +54,45 @@ def test_recipe_rules_follow_the_cohort_size():
     with pytest.raises(UserError, match="at least 2 patients"):
         plan_recipe({}, np.array([0] * 20 + [1]), seq_len=10)
     assert "batch size" in tiny.describe()
+
+
+def test_long_smooth_series_are_seen_coarser_when_the_budget_gives_few_epochs():
+    """125 steps of 10 per epoch at 1000 steps per patient is 12 epochs < min_epochs=20:
+    means of 2 steps double the steps the same work buys, if they lose little variance."""
+    y = np.array([0, 1] * 100)
+    smooth = {2: 0.01, 4: 0.03, 8: 0.2}.get
+    mid = plan_recipe({}, y, seq_len=1000, variance_lost=smooth)
+    assert mid.downsample == 2 and mid.max_steps == int(1.0e7 // (5 * 16 * 500))
+    assert "1000 -> 500 steps" in mid.describe() and "2 steps 1.0%" in mid.describe()
+    # a spiky signal, or no measurement of it, stays at full length
+    assert plan_recipe({}, y, seq_len=1000, variance_lost=lambda f: 0.3).downsample == 1
+    assert "full length" in plan_recipe({}, y, seq_len=1000, variance_lost=lambda f: 0.3).describe()
+    assert plan_recipe({}, y, seq_len=1000).downsample == 1
+    # never below min_length steps; short series and unbounded budgets stay at full length
+    assert plan_recipe({"min_length": 600}, y, seq_len=1000, variance_lost=smooth).downsample == 1
+    assert plan_recipe({}, y, seq_len=100, variance_lost=smooth).downsample == 1
+    assert plan_recipe({"max_work": 1e9}, y, seq_len=1000, variance_lost=smooth).downsample == 1
+    # a steeper need takes a larger power of two, up to the variance limit
+    assert plan_recipe({"min_epochs": 45}, y, seq_len=1000, variance_lost=smooth).downsample == 4
+    assert plan_recipe({"min_epochs": 90}, y, seq_len=1000, variance_lost=smooth).downsample == 4
+    # a fixed setting wins
+    assert plan_recipe({"downsample": 3}, y, seq_len=1000).downsample == 3
+    assert plan_recipe({"steps": 50}, y, seq_len=1000, variance_lost=smooth).downsample == 1
+
+
+def test_variance_lost_by_averaging_measures_detail_within_windows():
+    t = torch.arange(64, dtype=torch.float64)
+    slow = torch.sin(t / 10).reshape(1, 1, 64)
+    zigzag = (-1.0) ** t.reshape(1, 1, 64)
+    valid = torch.ones(1, 64, dtype=torch.bool)
+    assert variance_lost_by_averaging(slow, valid, 2) < 0.01
+    assert variance_lost_by_averaging(zigzag, valid, 2) > 0.99
+    # padded steps count for nothing, wherever they are
+    padded = torch.cat([torch.randn(1, 1, 10), slow], dim=2)
+    valid_padded = torch.arange(74).unsqueeze(0) >= 10
+    assert variance_lost_by_averaging(padded, valid_padded, 2) == pytest.approx(
+        variance_lost_by_averaging(slow, valid, 2)
+    )
 
 
 def test_calibration_never_changes_the_ranking():

@@ -27,9 +27,10 @@ SMALL = {  # a small network of each family
 }
 
 
-def make_checkpoint(folder, family: str):
+def make_checkpoint(folder, family: str, **extra):
     """A 2-member ensemble with non-trivial batch-norm statistics and a calibration, saved
-    as a bundle without training."""
+    as a bundle without training; ``extra``: settings beyond the family's SMALL ones."""
+    config = {**SMALL[family], **extra}
     torch.manual_seed(0)
     preprocessor = Preprocessor(missing_indicators=True).fit(
         np.random.default_rng(0).normal(size=(20, 16, 3)), FEATURES
@@ -37,7 +38,7 @@ def make_checkpoint(folder, family: str):
     channels = preprocessor.output_features
     nets = []
     for _ in range(2):
-        net = create_network(family, len(channels), 16, **SMALL[family]).train()
+        net = create_network(family, len(channels), 16, **config).train()
         with torch.no_grad():
             for _ in range(5):
                 valid = torch.ones(32, 16, dtype=torch.bool)
@@ -53,14 +54,14 @@ def make_checkpoint(folder, family: str):
     bundle = bundle_from_networks(
         nets,
         family,
-        SMALL[family],
+        config,
         len(channels),
         16,
         data,
         threshold=0.3,
         calibration={"method": "platt", "scale": 0.7, "shift": -0.2},
     )
-    return save_bundle(folder / f"{family}.ckpt", bundle)
+    return save_bundle(folder / f"{family}{len(extra)}.ckpt", bundle)
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +120,17 @@ def test_unknown_format_is_a_user_error(checkpoint, tmp_path):
         export_checkpoint(checkpoint, "tflite", tmp_path / "m.tflite")
 
 
-@pytest.mark.parametrize("family", ["resnet", "inceptiontime", "tcn"])
-def test_every_family_exports(family, tmp_path):
-    """Each registered network family exports to TorchScript and ONNX with the same outputs."""
+@pytest.mark.parametrize(
+    "family, extra",
+    [("resnet", {}), ("inceptiontime", {}), ("tcn", {}), ("inceptiontime", {"downsample": 3})],
+)
+def test_every_family_exports(family, extra, tmp_path):
+    """Each registered network family (and a downsampled one) exports to TorchScript and
+    ONNX with the same outputs."""
     assert family in network_names()
-    ckpt = make_checkpoint(tmp_path, family)
+    ckpt = make_checkpoint(tmp_path, family, **extra)
     x, valid = inputs(5)
+    valid[1, :4] = False  # a stay padded at the start (align=end)
     expected = reference(ckpt, x, valid)
     scripted = torch.jit.load(str(export_checkpoint(ckpt, "torchscript", tmp_path / "m.pt")))
     with torch.no_grad():

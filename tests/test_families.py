@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from patientcnn.models.layers import MaskedBatchNorm1d, format_shape_table
+from patientcnn.models.layers import MaskedBatchNorm1d, format_shape_table, masked_max_pool
 from patientcnn.models.registry import create_network, network_names
 
 SMALL = {
@@ -62,6 +62,51 @@ def test_more_padding_changes_no_prediction(family, mode):
         alone = short(x[1:2, :, :25], valid[1:2, :25])
         torch.testing.assert_close(alone, a[1:2], atol=1e-5, rtol=0)
     assert a.std() > 1e-4  # the patients really differ
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_a_downsampled_network_ignores_padding_on_either_side(family):
+    """Windows of 4 steps count from each patient's first real step, so padding before
+    (align=end grids) or after the series, or none, gives the same logit."""
+    torch.manual_seed(0)
+    net = create_network(family, 3, 40, downsample=4, **SMALL[family]).eval()
+    x = torch.randn(2, 3, 40)
+    valid = torch.ones(2, 40, dtype=torch.bool)
+    valid[1, 25:] = False
+    before = torch.cat([torch.randn(1, 3, 15), x[1:2, :, :25]], dim=2)
+    valid_before = torch.arange(40).unsqueeze(0) >= 15
+    with torch.no_grad():
+        a = net(x, valid)
+        torch.testing.assert_close(net(before, valid_before), a[1:2], atol=1e-5, rtol=0)
+        torch.testing.assert_close(net(x[1:2, :, :25], valid[1:2, :25]), a[1:2], atol=1e-5, rtol=0)
+    rows = net.shape_table()
+    assert rows[0]["layer"] == "downsample" and rows[0]["length_out"] == 10
+    assert rows[1]["length_in"] == 10
+
+
+def test_training_max_pool_matches_max_pool1d_in_values_and_gradients():
+    x = torch.randn(3, 4, 50).round()  # rounded: many ties, broken as max_pool1d does
+    mask = torch.ones(3, 1, 50, dtype=torch.bool)
+    mask[0, :, 30:] = False
+    weights = torch.randn(3, 4, 50)
+    grads = []
+    for training in (False, True):
+        leaf = x.clone().requires_grad_()
+        out = masked_max_pool(leaf, mask, training=training)
+        (out * weights).sum().backward()
+        grads.append((out.detach(), leaf.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=0, rtol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-6, rtol=0)
+
+
+def test_inception_skips_the_masks_of_an_unpadded_batch_with_the_same_result():
+    torch.manual_seed(0)
+    net = create_network("inceptiontime", 3, 40, **SMALL["inceptiontime"]).train()
+    x = torch.randn(4, 3, 40)
+    valid = torch.ones(4, 40, dtype=torch.bool)
+    fast = net(x, valid)
+    masked = net._forward(x, valid.unsqueeze(1))
+    torch.testing.assert_close(fast, masked, atol=1e-5, rtol=0)
 
 
 def test_masked_batch_norm_counts_real_steps_only():

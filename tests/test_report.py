@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from patientcnn.report import write_report
 from patientcnn.report.baselines import summary_statistics
 from patientcnn.report.bootstrap import METRICS, bootstrap, weighted_metrics
-from patientcnn.report.importance import permutation_importance
+from patientcnn.report.importance import channel_groups, permutation_importance
 
 FILES = ("report.md", "report.html", "roc.png", "pr.png", "calibration.png", "confusion.png")
 
@@ -154,3 +154,11 @@ def test_training_run_writes_a_report_that_matches_metrics_json(tmp_path):
     assert_table_matches((out / "report" / "report.md").read_text(), ordered)
     importance = record["importance"]
     assert set(importance["features"]) == set(record["cohort"]["features"])
+
+
+def test_missingness_channels_are_shuffled_with_their_feature():
+    """A feature's __observed and __time_since_observed channels would otherwise carry
+    its information through the shuffle (and show up as features of their own)."""
+    channels = ["hr", "lactate", "hr__observed", "lactate__observed"]
+    channels += ["hr__time_since_observed", "lactate__time_since_observed"]
+    assert channel_groups(channels) == {"hr": [0, 2, 4], "lactate": [1, 3, 5]}

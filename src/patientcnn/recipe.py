@@ -15,6 +15,13 @@ of training patients N, the sequence length L and the class counts:
   networks of the run together process at most max(``max_work``, ``work_epochs`` x
   N_dev x L) patient-timesteps, which bounds the time a run takes on a CPU (long
   series and many folds get fewer steps each);
+- resolution: when that work budget leaves each network fewer than ``min_epochs``
+  epochs, each patient's series is averaged over windows of 2 (4, 8, ...) steps, the
+  smallest power of two that gives them, as long as the averaging removes at most
+  ``max_variance_lost`` of the series' variance (measured on the development patients:
+  a smooth signal loses nothing, a spiky one would lose its spikes) and keeps at least
+  ``min_length`` steps. A smooth long series seen coarser for more epochs learns more
+  than one seen in full for a few (``patientcnn.models.layers.Downsampled``);
 - validation every ``1 / evaluations`` of the budget (at least once an epoch's worth
   of steps); early stopping after ``patience`` of the budget passes without a lower
   validation loss, never before ``warmup_share`` of it; the kept weights are those of
@@ -31,6 +38,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from patientcnn.errors import UserError
 
@@ -49,6 +57,10 @@ DEFAULTS = {
     "max_steps": 3000,
     "max_work": 1.0e7,
     "work_epochs": 20,
+    "downsample": "auto",
+    "min_epochs": 20,
+    "min_length": 64,
+    "max_variance_lost": 0.05,
     "evaluations": 40,
     "patience": 0.3,
     "warmup_share": 0.2,
@@ -59,6 +71,7 @@ DEFAULTS = {
 class Recipe:
     folds: int  # 1: one train/validation split; K >= 2: K-fold ensemble
     batch_size: int
+    downsample: int  # the networks see windows of this many steps averaged
     max_steps: int
     val_every: int  # optimizer steps between validations
     patience: int  # validations without a lower validation loss before stopping
@@ -74,6 +87,7 @@ class Recipe:
         return {
             "folds": self.folds,
             "batch_size": self.batch_size,
+            "downsample": self.downsample,
             "max_steps": self.max_steps,
             "val_every": self.val_every,
             "patience": self.patience,
@@ -89,11 +103,15 @@ def plan_recipe(
     folds: int | None = None,
     fixed_split: bool = False,
     seeds: int = 1,
+    variance_lost=None,
 ) -> Recipe:
     """The recipe for ``y_dev`` development patients (train + validation) of ``seq_len`` steps.
 
     ``folds`` (the user's ``data.cv_folds``) overrides the fold rule; ``fixed_split``
     means the user's split column already says which patients validate.
+    ``variance_lost(factor)``: the share of the development series' variance that means
+    of ``factor`` steps remove (``variance_lost_by_averaging``); None: nothing is known,
+    so the series stay at full length unless ``downsample`` is a number.
     """
     s = {**DEFAULTS, **(settings or {})}
     unknown = sorted(set(s) - set(DEFAULTS))
@@ -123,18 +141,50 @@ def plan_recipe(
     per_epoch = math.ceil(n_train / batch)
     members = max(k, 1) * seeds
     work = max(float(s["max_work"]), float(s["work_epochs"]) * n_dev * seq_len)
-    by_work = max(1, int(work // (members * batch * seq_len)))
-    steps = _chosen(s, "steps", lambda: _auto_steps(s, per_epoch, by_work))
+
+    def steps_for(factor: int) -> tuple[int, int]:
+        by_work = max(1, int(work // (members * batch * math.ceil(seq_len / factor))))
+        return _chosen(s, "steps", lambda: _auto_steps(s, per_epoch, by_work)), by_work
+
+    lost: dict[int, float] = {}  # factor -> variance lost, as far as the rule looked
+    factor = _chosen(
+        s,
+        "downsample",
+        lambda: (
+            _auto_downsample(s, seq_len, lambda f: steps_for(f)[0] / per_epoch, variance_lost, lost)
+            if s["steps"] == "auto"
+            else 1
+        ),
+    )
+    steps, by_work = steps_for(factor)
+    length = math.ceil(seq_len / factor)
     if s["steps"] == "auto":
         notes.append(
             f"{steps} optimizer steps per network (~{steps / per_epoch:.0f} epochs of "
             f"{per_epoch} steps): {s['epochs']} epochs = {s['epochs'] * per_epoch} steps, "
             f"within [{s['min_steps']}, {s['max_steps']}], and the {members} network(s) "
             f"together at most {work:.2g} patient-timesteps (max of max_work and "
-            f"work_epochs x N x L) = {by_work} steps each"
+            f"work_epochs x N x L) = {by_work} steps each at {length} steps per patient"
         )
     else:
         notes.append(f"{steps} optimizer steps (recipe.steps)")
+    if factor > 1 or lost:
+        full = steps_for(1)[0] / per_epoch
+        if s["downsample"] != "auto":
+            why = "recipe.downsample"
+        else:
+            why = (
+                f"at full length the budget gives {full:.0f} epochs, fewer than "
+                f"min_epochs={s['min_epochs']}; variance lost by the means: "
+                + ", ".join(f"{f} steps {v:.1%}" for f, v in sorted(lost.items()))
+                + f" (at most max_variance_lost={s['max_variance_lost']:.0%})"
+            )
+        notes.append(
+            f"resolution: the networks see means of {factor} steps, {seq_len} -> {length} "
+            f"steps ({why})"
+            if factor > 1
+            else f"resolution: full length, {seq_len} steps ({why})"
+        )
     val_every = max(1, min(per_epoch, steps), steps // int(s["evaluations"]))
     patience_steps = max(val_every, int(s["patience"] * steps))
     patience = max(1, patience_steps // val_every)
@@ -149,6 +199,7 @@ def plan_recipe(
     return Recipe(
         folds=k,
         batch_size=batch,
+        downsample=factor,
         max_steps=steps,
         val_every=val_every,
         patience=patience,
@@ -199,6 +250,47 @@ def _fold_count(
 def _auto_batch(n_train: int, s: dict) -> int:
     size = 2 ** round(math.log2(max(n_train / 8, 1)))
     return int(min(max(size, int(s["min_batch"])), int(s["max_batch"])))
+
+
+def _auto_downsample(s: dict, seq_len: int, epochs_at, variance_lost, lost: dict) -> int:
+    """The smallest power of two giving every network ``min_epochs`` epochs within the
+    work budget, while the means lose at most ``max_variance_lost`` of the variance and
+    keep ``min_length`` steps (1 when none is needed or allowed). Fills ``lost``."""
+    factor = 1
+    while (
+        variance_lost is not None
+        and epochs_at(factor) < float(s["min_epochs"])
+        and seq_len / (2 * factor) >= int(s["min_length"])
+    ):
+        lost[2 * factor] = float(variance_lost(2 * factor))
+        if lost[2 * factor] > float(s["max_variance_lost"]):
+            break
+        factor *= 2
+    return factor
+
+
+def variance_lost_by_averaging(
+    x: torch.Tensor, valid: torch.Tensor, factor: int, max_patients: int = 2000
+) -> float:
+    """The share of the variance of ``x`` (N, C, L) about each patient's and channel's mean
+    that replacing every real step by the mean of its window of ``factor`` steps removes
+    (the windows of ``Downsampled``). At most ``max_patients`` evenly spaced patients."""
+    from patientcnn.models.layers import align_start, window_means
+
+    pick = torch.from_numpy(
+        np.unique(np.linspace(0, len(x) - 1, min(len(x), max_patients)).round().astype(np.int64))
+    )
+    with torch.no_grad():
+        aligned, keep = align_start(x[pick].double(), valid[pick])
+        means, _ = window_means(aligned, keep, factor)
+        coarse = means.repeat_interleave(factor, dim=2)[..., : aligned.shape[2]]
+        weights = keep[:, None, :]
+        per_series = (aligned * weights).sum(2, keepdim=True) / weights.sum(2, keepdim=True).clamp(
+            min=1.0
+        )
+        total = (((aligned - per_series) * weights) ** 2).sum()
+        removed = (((aligned - coarse) * weights) ** 2).sum()
+    return float(removed / total) if total > 0 else 0.0
 
 
 def _auto_steps(s: dict, per_epoch: int, by_work: int) -> int:

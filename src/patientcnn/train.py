@@ -35,7 +35,7 @@ from patientcnn.files import atomic_write, write_json
 from patientcnn.inference import batched_logits, probabilities, resolve_device
 from patientcnn.metrics import point_metrics
 from patientcnn.models.layers import format_shape_table
-from patientcnn.recipe import Recipe, plan_recipe
+from patientcnn.recipe import Recipe, plan_recipe, variance_lost_by_averaging
 from patientcnn.report.training import report_training_run
 from patientcnn.threshold import choose_threshold
 
@@ -89,8 +89,13 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         folds=cfg.data.get("cv_folds"),
         fixed_split=datamodule.given_val is not None,
         seeds=n_seeds,
+        variance_lost=lambda factor: variance_lost_by_averaging(
+            *datamodule.dev["tensors"][:2], factor
+        ),
     )
     datamodule.batch_size = recipe.batch_size
+    if recipe.downsample > 1:  # a network setting the recipe chose; the bundle stores it
+        model_cfg["downsample"] = recipe.downsample
     log.info(
         "cohort: %d development patients (prevalence %.3f), %d test patients (%s), "
         "%d timesteps, features: %s",
@@ -111,6 +116,14 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         datamodule.seq_len,
         format_shape_table(first.net.shape_table()),
     )
+    receptive = first.net.shape_table()[-1]["receptive_field"]
+    if receptive > datamodule.seq_len:
+        log.info(
+            "the receptive field (%d steps) is longer than the series (%d steps): every output "
+            "sees the whole series, and the kernels' outer taps read the zero padding",
+            receptive,
+            datamodule.seq_len,
+        )
     log.info("%d ensemble member(s): %s", len(members), ", ".join(m.name for m in members))
     # a Trainer that the config cannot make fails here, before anything is written
     build_trainer(cfg, recipe, output_dir / "checkpoints", members[0].name, validate=True)

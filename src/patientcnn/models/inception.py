@@ -74,14 +74,19 @@ class InceptionTime(nn.Module):
         self.head = PooledHead(c_in, pooling, dropout)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        mask = valid.unsqueeze(1)
-        keep = mask.to(x.dtype)
-        x = x * keep  # padded steps are zeros, whatever was there
+        if self.training and bool(valid.all()):
+            return self._forward(x, None)  # no padding in this batch: skip the masking
+        return self._forward(x * valid.unsqueeze(1).to(x.dtype), valid.unsqueeze(1))
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``mask`` (N, 1, L), or None when no step is padding; padded steps of x are 0."""
         residual = x
         for d, module in enumerate(self.inception):
             x = module(x, mask)
             if self.residual and d % 3 == 2:
-                x = self.act(x + self.shortcuts[d // 3](residual, mask)) * keep
+                x = self.act(x + self.shortcuts[d // 3](residual, mask))
+                if mask is not None:
+                    x = x * mask.to(x.dtype)
                 residual = x
         return self.head(x, mask)
 
@@ -124,12 +129,12 @@ class InceptionModule(nn.Module):
         self.norm = make_norm(norm, 4 * width)
         self.act = make_activation(activation)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         squeezed = self.bottleneck(x) if self.bottleneck is not None else x
         branches = [conv(squeezed) for conv in self.convs]
-        branches.append(self.pool_conv(masked_max_pool(x, mask)))
+        branches.append(self.pool_conv(masked_max_pool(x, mask, training=self.training)))
         out = self.act(self.norm(torch.cat(branches, dim=1), mask))
-        return out * mask.to(out.dtype)
+        return out if mask is None else out * mask.to(out.dtype)
 
 
 class Shortcut(nn.Module):
@@ -140,5 +145,5 @@ class Shortcut(nn.Module):
         self.conv = nn.Conv1d(c_in, c_out, 1, bias=False)
         self.norm = make_norm(norm, c_out)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.norm(self.conv(x), mask)

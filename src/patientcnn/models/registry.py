@@ -17,6 +17,7 @@ import inspect
 from torch import nn
 
 from patientcnn.errors import UserError
+from patientcnn.models.layers import Downsampled, positive_int
 
 _FAMILIES = ("conv", "resnet", "inception", "tcn")  # modules that register networks
 _NETWORKS: dict[str, type[nn.Module]] = {}
@@ -44,8 +45,14 @@ def network_class(name: str) -> type[nn.Module]:
     return _NETWORKS[name]
 
 
-def create_network(name: str, in_channels: int, seq_len: int, **config) -> nn.Module:
-    """The network ``name`` for inputs of ``in_channels`` features and ``seq_len`` steps."""
+def create_network(
+    name: str, in_channels: int, seq_len: int, downsample: int = 1, **config
+) -> nn.Module:
+    """The network ``name`` for inputs of ``in_channels`` features and ``seq_len`` steps.
+
+    ``downsample`` > 1 (any family) averages each patient's series over windows of that
+    many steps before the network, which then sees ceil(seq_len / downsample) steps.
+    """
     cls = network_class(name)
     known = set(inspect.signature(cls).parameters) - {"in_channels", "seq_len"}
     unknown = sorted(set(config) - known)
@@ -54,7 +61,11 @@ def create_network(name: str, in_channels: int, seq_len: int, **config) -> nn.Mo
             f"model.net={name} has no setting(s) {', '.join(unknown)}; "
             f"its settings are: {', '.join(sorted(known))}"
         )
-    return cls(in_channels=in_channels, seq_len=seq_len, **config)
+    positive_int("downsample", downsample)
+    if downsample == 1:
+        return cls(in_channels=in_channels, seq_len=seq_len, **config)
+    net = cls(in_channels=in_channels, seq_len=-(-seq_len // downsample), **config)
+    return Downsampled(net, downsample, seq_len)
 
 
 def _load_families() -> None:

@@ -16,14 +16,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-STATISTICS = ("mean", "std", "min", "max", "last", "slope")
-BASELINES = {"logistic_regression": "Logistic regression", "gradient_boosting": "Gradient boosting"}
-
 
 def summary_statistics(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(N, C, L) values and (N, L) real-step mask -> (N, C * 6) per-channel statistics.
 
-    Columns are channel-major: channel 0's six statistics, then channel 1's, ...
+    Columns are channel-major: channel 0's mean, std, min, max, last value and slope, then
+    channel 1's, ...
     A patient with a single real step gets std and slope 0.
     """
     x = np.asarray(x, dtype=np.float64)
@@ -43,10 +41,6 @@ def summary_statistics(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     slope = np.where(spread > 0, (step_dev * centred).sum(axis=2) / np.maximum(spread, 1e-12), 0.0)
     stats = np.stack([mean, std, low, high, last[..., 0], slope], axis=2)
     return np.where(np.isfinite(stats), stats, 0.0).reshape(len(x), -1)
-
-
-def statistic_names(channels: list[str]) -> list[str]:
-    return [f"{channel}__{stat}" for channel in channels for stat in STATISTICS]
 
 
 def fit_baselines(

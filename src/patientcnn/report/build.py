@@ -47,12 +47,14 @@ def write_report(
     seed: int = 0,
     level: float = 0.95,
     notes: tuple[str, ...] = (),
+    patients: str = "test patients",
 ) -> dict:
     """Write PNGs, report.md and report.html to ``output_dir``; return the interval record.
 
     ``prob`` is the main model's predicted probability per patient, ``extra_models`` maps
     other model names (e.g. baselines) to theirs for the same patients, and
-    ``importance`` is ``permutation_importance``'s result. The returned plain dict (for
+    ``importance`` is ``permutation_importance``'s result; ``patients`` names the
+    patients in the figure titles. The returned plain dict (for
     metrics.json) holds each model's point estimates and bootstrap intervals.
     """
     folder = Path(output_dir)
@@ -75,8 +77,8 @@ def write_report(
     shown = {label[k]: probs[k] for k in keys}
     shown_cis = {label[k]: cis[k] for k in keys}
     figures = [
-        ("ROC curve", plots.roc_plot(folder / "roc.png", y, shown, shown_cis, threshold)),
-        ("Precision-recall curve", plots.pr_plot(folder / "pr.png", y, shown, shown_cis)),
+        ("ROC curve", plots.roc_plot(folder / "roc.png", y, shown, shown_cis, threshold, patients)),
+        ("Precision-recall curve", plots.pr_plot(folder / "pr.png", y, shown, shown_cis, patients)),
         ("Calibration", plots.calibration_plot(folder / "calibration.png", y, shown, shown_cis)),
         (
             f"Confusion matrix at threshold {threshold:g}",
@@ -86,7 +88,9 @@ def write_report(
         ),
         (
             "Predicted risk by outcome",
-            plots.histogram_plot(folder / "histogram.png", y, probs[model_name], threshold),
+            plots.histogram_plot(
+                folder / "histogram.png", y, probs[model_name], threshold, patients
+            ),
         ),
     ]
     blocks: list[Block] = [

@@ -19,11 +19,19 @@ from patientcnn.errors import UserError
 Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+DERIVED_SUFFIXES = ("__time_since_observed", "__observed")  # channels preprocess adds
+
+
 def channel_groups(channels: list[str]) -> dict[str, list[int]]:
-    """Feature name -> its channel indices; a missingness channel goes with its feature."""
+    """Feature name -> its channel indices; the missingness channels a feature gets from
+    preprocessing (``__observed``, ``__time_since_observed``) go with it."""
     groups: dict[str, list[int]] = {}
     for index, name in enumerate(channels):
-        groups.setdefault(name.removesuffix("__observed"), []).append(index)
+        for suffix in DERIVED_SUFFIXES:
+            if name.endswith(suffix):
+                name = name.removesuffix(suffix)
+                break
+        groups.setdefault(name, []).append(index)
     return groups
 
 

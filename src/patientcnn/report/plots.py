@@ -33,9 +33,14 @@ def _square(title: str) -> tuple[Figure, object]:
 
 
 def roc_plot(
-    path: Path, y: np.ndarray, probs: dict[str, np.ndarray], cis: dict, threshold: float
+    path: Path,
+    y: np.ndarray,
+    probs: dict[str, np.ndarray],
+    cis: dict,
+    threshold: float,
+    patients: str = "test patients",
 ) -> Path:
-    fig, ax = _square("ROC curve (test patients)")
+    fig, ax = _square(f"ROC curve ({patients})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance (AUROC 0.5)")
     for color, (label, prob) in zip(COLORS, probs.items(), strict=False):
         fpr, tpr, _ = roc_curve(y, prob)
@@ -50,8 +55,14 @@ def roc_plot(
     return save(fig, path)
 
 
-def pr_plot(path: Path, y: np.ndarray, probs: dict[str, np.ndarray], cis: dict) -> Path:
-    fig, ax = _square("Precision-recall curve (test patients)")
+def pr_plot(
+    path: Path,
+    y: np.ndarray,
+    probs: dict[str, np.ndarray],
+    cis: dict,
+    patients: str = "test patients",
+) -> Path:
+    fig, ax = _square(f"Precision-recall curve ({patients})")
     prevalence = float(np.mean(y))
     ax.axhline(
         prevalence, color="grey", linestyle=":", label=f"chance (prevalence {prevalence:.3f})"
@@ -128,7 +139,9 @@ def confusion_plot(path: Path, y: np.ndarray, prob: np.ndarray, threshold: float
     return save(fig, path)
 
 
-def histogram_plot(path: Path, y: np.ndarray, prob: np.ndarray, threshold: float) -> Path:
+def histogram_plot(
+    path: Path, y: np.ndarray, prob: np.ndarray, threshold: float, patients: str = "test patients"
+) -> Path:
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
     bins = np.linspace(0, 1, 26)
@@ -140,7 +153,7 @@ def histogram_plot(path: Path, y: np.ndarray, prob: np.ndarray, threshold: float
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:g}")
     ax.set_xlabel("Predicted risk")
     ax.set_ylabel("% of patients in the group")
-    ax.set_title("Predicted risk by actual outcome (test patients)")
+    ax.set_title(f"Predicted risk by actual outcome ({patients})")
     ax.legend(fontsize=8)
     return save(fig, path)
 
