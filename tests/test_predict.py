@@ -88,6 +88,8 @@ def test_scores_a_second_file_with_only_the_checkpoint(trained, second_cohort, t
     assert preds["probability"].between(0, 1).all()
     threshold = load_bundle(trained / "model.ckpt").threshold
     assert (preds["predicted_label"] == (preds["probability"] >= threshold)).all()
+    # the log says where the threshold came from
+    assert "the checkpoint's, rule youden on validation patients" in proc.stdout + proc.stderr
 
 
 def test_agrees_with_the_in_training_test_metrics(trained, tmp_path):

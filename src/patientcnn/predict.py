@@ -70,6 +70,11 @@ def predict_file(
     check_input_file(checkpoint, "checkpoint")
     bundle = load_bundle(checkpoint)
     threshold = check_threshold(bundle.threshold if threshold is None else threshold)
+    source = (
+        f"the checkpoint's, rule {bundle.threshold_rule} on validation patients"
+        if threshold == bundle.threshold
+        else "given"
+    )
     scorer = Scorer.from_bundle(bundle, device=device, batch_size=batch_size)
     check_input_columns(Path(input), scorer)
     if int(chunk_rows) < 1:
@@ -106,11 +111,12 @@ def predict_file(
     if skipped:
         warn_skipped(skipped, Path(input), "get no prediction")
     log.info(
-        "wrote %d patients to %s (%d predicted positive at threshold %.4f)",
+        "wrote %d patients to %s (%d predicted positive at threshold %.4f, %s)",
         counts["patients"],
         output,
         counts["positive"],
         threshold,
+        source,
     )
     return PredictionSummary(output, counts["patients"], counts["positive"], skipped, threshold)
 
