@@ -11,6 +11,7 @@ from patientcnn.checkpoint import load_bundle
 from patientcnn.data.split import carve_test, fold_splits
 from patientcnn.errors import UserError
 from patientcnn.models.conv import layer_widths
+from patientcnn.models.ensemble import EnsembleNet
 from patientcnn.recipe import plan_recipe, variance_lost_by_averaging
 
 
@@ -87,6 +88,9 @@ def test_variance_lost_by_averaging_measures_detail_within_windows():
     valid = torch.ones(1, 64, dtype=torch.bool)
     assert variance_lost_by_averaging(slow, valid, 2) < 0.01
     assert variance_lost_by_averaging(zigzag, valid, 2) > 0.99
+    # a large cohort is measured on a bounded sample of its patients (here one of 50)
+    many = variance_lost_by_averaging(slow.repeat(50, 1, 1), valid.repeat(50, 1), 2, max_values=64)
+    assert many == pytest.approx(variance_lost_by_averaging(slow, valid, 2))
     # padded steps count for nothing, wherever they are
     padded = torch.cat([torch.randn(1, 1, 10), slow], dim=2)
     valid_padded = torch.arange(74).unsqueeze(0) >= 10
@@ -110,8 +114,28 @@ def test_calibration_never_changes_the_ranking():
     assert fit_calibration(z, y, "none") == {"method": "none", "scale": 1.0, "shift": 0.0}
 
 
+def test_isotonic_calibration_is_monotone_and_the_same_in_torch():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 2, 400)
+    y = rng.random(400) < 1 / (1 + np.exp(-(z**3) / 4))  # miscalibrated, but monotone
+    cal = fit_calibration(z, y, "isotonic")
+    assert cal["method"] == "isotonic" and len(cal["knots"][0]) >= 2
+    grid = np.linspace(-8, 8, 101)  # beyond the knots too
+    numpy_logits = calibrated(grid, cal)
+    assert np.all(np.diff(numpy_logits) >= -1e-9) and np.all(np.isfinite(numpy_logits))
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x, valid):
+            return x[:, 0, 0]
+
+    net = EnsembleNet([Fixed()], cal)
+    x = torch.tensor(grid, dtype=torch.float32).reshape(-1, 1, 1)
+    torch_logits = net(x, torch.ones(len(grid), 1, dtype=torch.bool)).numpy()
+    np.testing.assert_allclose(torch_logits, numpy_logits, atol=1e-3)
+
+
 def test_cv_run_writes_one_ensemble_checkpoint_that_predict_uses(tmp_path):
-    proc, out = train_run(tmp_path, "data.cv_folds=3")
+    proc, out = train_run(tmp_path, "data.cv_folds=3", "calibration=isotonic")
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = read_metrics(out)
     assert [m["member"] for m in record["members"]] == ["fold0", "fold1", "fold2"]
@@ -120,7 +144,7 @@ def test_cv_run_writes_one_ensemble_checkpoint_that_predict_uses(tmp_path):
         == record["cohort"]["development_patients"]
     )
     bundle = load_bundle(out / "checkpoints" / "best.ckpt")
-    assert len(bundle.members) == 3 and bundle.calibration["method"] == "platt"
+    assert len(bundle.members) == 3 and bundle.calibration["method"] == "isotonic"
     assert len(bundle.build_model().members) == 3
     measurements = tmp_path / "data" / "synthetic" / "small" / "measurements.csv"
     pred = run_cli(

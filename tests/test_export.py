@@ -27,7 +27,7 @@ SMALL = {  # a small network of each family
 }
 
 
-def make_checkpoint(folder, family: str, **extra):
+def make_checkpoint(folder, family: str, calibration: dict | None = None, **extra):
     """A 2-member ensemble with non-trivial batch-norm statistics and a calibration, saved
     as a bundle without training; ``extra``: settings beyond the family's SMALL ones."""
     config = {**SMALL[family], **extra}
@@ -59,7 +59,7 @@ def make_checkpoint(folder, family: str, **extra):
         16,
         data,
         threshold=0.3,
-        calibration={"method": "platt", "scale": 0.7, "shift": -0.2},
+        calibration=calibration or {"method": "platt", "scale": 0.7, "shift": -0.2},
     )
     return save_bundle(folder / f"{family}{len(extra)}.ckpt", bundle)
 
@@ -132,6 +132,24 @@ def test_every_family_exports(family, extra, tmp_path):
     x, valid = inputs(5)
     valid[1, :4] = False  # a stay padded at the start (align=end)
     expected = reference(ckpt, x, valid)
+    scripted = torch.jit.load(str(export_checkpoint(ckpt, "torchscript", tmp_path / "m.pt")))
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(x, valid).numpy(), expected, atol=1e-5, rtol=0)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx")))
+    (got,) = session.run(None, {"x": x.numpy(), "valid": valid.numpy()})
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_isotonic_calibration_exports(tmp_path):
+    """The isotonic knots travel into both exported graphs (clamps and sums only)."""
+    knots = [[-1.0, 0.0, 0.5, 2.0], [0.05, 0.2, 0.6, 0.9]]
+    ckpt = make_checkpoint(
+        tmp_path, "cnn", {"method": "isotonic", "scale": 1.0, "shift": 0.0, "knots": knots}
+    )
+    x, valid = inputs(7)
+    expected = reference(ckpt, x, valid)
+    assert expected.min() >= 0.05 - 1e-6 and expected.max() <= 0.9 + 1e-6
     scripted = torch.jit.load(str(export_checkpoint(ckpt, "torchscript", tmp_path / "m.pt")))
     with torch.no_grad():
         np.testing.assert_allclose(scripted(x, valid).numpy(), expected, atol=1e-5, rtol=0)

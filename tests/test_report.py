@@ -55,6 +55,9 @@ def test_point_estimates_match_scikit_learn():
     assert got["specificity"] == pytest.approx((~flagged)[y == 0].mean())
     assert got["ppv"] == pytest.approx(y[flagged].mean())
     assert got["npv"] == pytest.approx(1 - y[~flagged].mean())
+    bins = np.minimum((p * 10).astype(int), 9)
+    gaps = [abs(p[bins == b].mean() - y[bins == b].mean()) * (bins == b).mean() for b in set(bins)]
+    assert got["ece"] == pytest.approx(sum(gaps))
 
 
 def test_resample_weights_are_the_resampled_patients():
@@ -162,3 +165,23 @@ def test_missingness_channels_are_shuffled_with_their_feature():
     channels = ["hr", "lactate", "hr__observed", "lactate__observed"]
     channels += ["hr__time_since_observed", "lactate__time_since_observed"]
     assert channel_groups(channels) == {"hr": [0, 2, 4], "lactate": [1, 3, 5]}
+
+
+def test_calibration_metrics_read_calibrated_and_over_confident_risks():
+    from patientcnn.metrics import calibration_metrics
+
+    rng = np.random.default_rng(0)
+    risk = rng.uniform(0.02, 0.98, 20_000)
+    y = rng.uniform(size=risk.size) < risk
+    good = calibration_metrics(y, risk)
+    assert good["ece"] < 0.02
+    assert good["calibration_slope"] == pytest.approx(1.0, abs=0.1)
+    assert good["calibration_intercept"] == pytest.approx(0.0, abs=0.1)
+    logit = np.log(risk / (1 - risk))
+    sharp = calibration_metrics(y, 1 / (1 + np.exp(-2 * logit)))  # logits doubled
+    assert sharp["calibration_slope"] == pytest.approx(0.5, abs=0.05)
+    assert sharp["ece"] > 0.05
+    # undefined: risks that separate the outcomes, or one outcome only
+    separated = calibration_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))
+    assert np.isnan(separated["calibration_slope"]) and separated["ece"] == pytest.approx(0.15)
+    assert np.isnan(calibration_metrics(np.zeros(3), np.full(3, 0.2))["calibration_slope"])

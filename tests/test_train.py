@@ -6,6 +6,7 @@ import torch
 from conftest import read_metrics, run_cli, train_run
 
 METRICS = ("auroc", "auprc", "accuracy", "f1", "brier", "loss", "sensitivity", "specificity")
+METRICS += ("ece", "calibration_slope", "calibration_intercept")
 
 
 def test_train_writes_checkpoint_metrics_and_config(tmp_path):
@@ -16,6 +17,9 @@ def test_train_writes_checkpoint_metrics_and_config(tmp_path):
         for name in METRICS:
             assert f"{split}/{name}" in record["metrics"]
     assert 0.0 <= record["metrics"]["test/auroc"] <= 1.0
+    # calibration before and after, on the validation patients it was fitted on
+    assert {"val/ece_uncalibrated", "val/calibration_slope_uncalibrated"} <= set(record["metrics"])
+    assert "validation calibration before -> after: ECE" in proc.stdout + proc.stderr
     assert (out / "config.yaml").exists()
     # the override shows in the shape table and in the checkpoint
     assert "receptive field" in proc.stdout + proc.stderr

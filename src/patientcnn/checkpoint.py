@@ -64,7 +64,7 @@ class Bundle:
                 )
                 net.load_state_dict(state)
                 members.append(net)
-            model = EnsembleNet(members, self.calibration["scale"], self.calibration["shift"])
+            model = EnsembleNet(members, self.calibration)
         except (UserError, TypeError, ValueError, RuntimeError, KeyError) as err:
             reason = (
                 str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__

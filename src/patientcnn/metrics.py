@@ -21,7 +21,9 @@ METRICS = {
     "ppv": ("PPV", True),
     "npv": ("NPV", True),
     "accuracy": ("Accuracy", True),
+    "ece": ("ECE (10 bins)", False),
 }
+ECE_BINS = 10
 
 
 def weighted_metrics(
@@ -61,11 +63,22 @@ def weighted_metrics(
             "ppv": tp_t / (tp_t + fp_t),
             "npv": tn_t / (tn_t + fn_t),
             "accuracy": (tp_t + tn_t) / total,
+            "ece": expected_calibration_error(y, prob, weights),
         }
 
 
+def expected_calibration_error(y: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per row of ``weights`` (R, N): the patient-weighted mean over ``ECE_BINS`` equal-width
+    bins of predicted risk of |mean predicted risk - observed rate|."""
+    which = np.minimum((np.asarray(prob) * ECE_BINS).astype(int), ECE_BINS - 1)
+    gap = weights * (np.asarray(prob, dtype=np.float64) - np.asarray(y, dtype=np.float64))
+    per_bin = np.stack([gap[:, which == b].sum(axis=1) for b in range(ECE_BINS)], axis=1)
+    return np.abs(per_bin).sum(axis=1) / weights.sum(axis=1)
+
+
 def point_metrics(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """The metrics of ``METRICS`` plus F1 and log loss for one set of patients; NaN if undefined."""
+    """The metrics of ``METRICS`` plus F1, log loss and ``calibration_metrics`` for one set
+    of patients; NaN where undefined."""
     y = np.asarray(y).astype(int)
     prob = np.asarray(prob, dtype=np.float64)
     values = {
@@ -76,7 +89,30 @@ def point_metrics(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> di
     values["f1"] = 2 * sens * ppv / (sens + ppv) if sens + ppv > 0 else 0.0
     clipped = np.clip(prob, 1e-7, 1 - 1e-7)
     values["loss"] = float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))
-    return values
+    return values | calibration_metrics(y, prob)
+
+
+def calibration_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    """Does a predicted 30 % mean 30 %? Three numbers, NaN where undefined.
+
+    - ``ece``: expected calibration error (``expected_calibration_error``);
+    - ``calibration_slope`` and ``calibration_intercept``: the logistic regression of the
+      outcome on logit(predicted risk); 1 and 0 when calibrated, a slope below 1 means
+      over-confident risks. Undefined with one outcome only, or when the risks separate
+      the outcomes perfectly (the slope then runs to infinity).
+    """
+    from patientcnn.calibration import logistic_fit
+
+    y = np.asarray(y).astype(np.float64)
+    prob = np.asarray(prob, dtype=np.float64)
+    ece = float(expected_calibration_error(y, prob, np.ones((1, len(y))))[0]) if len(y) else np.nan
+    slope = intercept = float("nan")
+    z = np.log(np.clip(prob, 1e-7, 1 - 1e-7) / np.clip(1 - prob, 1e-7, 1 - 1e-7))
+    pos, neg = z[y == 1], z[y == 0]
+    separated = len(pos) and len(neg) and (pos.min() > neg.max() or pos.max() < neg.min())
+    if len(pos) and len(neg) and not separated:
+        slope, intercept = logistic_fit(z, y)
+    return {"ece": ece, "calibration_slope": slope, "calibration_intercept": intercept}
 
 
 def classification_metrics(prefix: str):

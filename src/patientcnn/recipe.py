@@ -270,16 +270,17 @@ def _auto_downsample(s: dict, seq_len: int, epochs_at, variance_lost, lost: dict
 
 
 def variance_lost_by_averaging(
-    x: torch.Tensor, valid: torch.Tensor, factor: int, max_patients: int = 2000
+    x: torch.Tensor, valid: torch.Tensor, factor: int, max_values: int = 10_000_000
 ) -> float:
     """The share of the variance of ``x`` (N, C, L) about each patient's and channel's mean
     that replacing every real step by the mean of its window of ``factor`` steps removes
-    (the windows of ``Downsampled``). At most ``max_patients`` evenly spaced patients."""
+    (the windows of ``Downsampled``). Measured on evenly spaced patients holding at most
+    ``max_values`` values together, so that a large cohort costs a bounded amount of memory."""
     from patientcnn.models.layers import align_start, window_means
 
-    pick = torch.from_numpy(
-        np.unique(np.linspace(0, len(x) - 1, min(len(x), max_patients)).round().astype(np.int64))
-    )
+    per_patient = max(1, x.shape[1] * x.shape[2])
+    n = min(len(x), max(1, max_values // per_patient))
+    pick = torch.from_numpy(np.unique(np.linspace(0, len(x) - 1, n).round().astype(np.int64)))
     with torch.no_grad():
         aligned, keep = align_start(x[pick].double(), valid[pick])
         means, _ = window_means(aligned, keep, factor)

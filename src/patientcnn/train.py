@@ -26,14 +26,15 @@ from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
-from patientcnn.calibration import fit_calibration
+from patientcnn.calibration import calibrated, fit_calibration
+from patientcnn.calibration import describe as describe_calibration
 from patientcnn.checkpoint import Bundle, save_bundle
 from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.data.split import fold_splits, holdout_split
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
 from patientcnn.inference import batched_logits, probabilities, resolve_device
-from patientcnn.metrics import point_metrics
+from patientcnn.metrics import calibration_metrics, point_metrics
 from patientcnn.models.layers import format_shape_table
 from patientcnn.recipe import Recipe, plan_recipe, variance_lost_by_averaging
 from patientcnn.report.training import report_training_run
@@ -151,6 +152,13 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     )
     checkpoint = save_bundle(output_dir / "checkpoints" / "best.ckpt", bundle)
     metrics = {f"val/{k}": v for k, v in point_metrics(y_val, val_prob, threshold["value"]).items()}
+    before = calibration_metrics(y_val, probabilities(val_logits))
+    metrics |= {f"val/{k}_uncalibrated": v for k, v in before.items()}
+    log.info(
+        "validation calibration before -> after: ECE %.3f -> %.3f, slope %.2f -> %.2f, "
+        "intercept %.2f -> %.2f",
+        *(v for k in before for v in (before[k], metrics[f"val/{k}"])),
+    )
     report = {}
     if len(datamodule.tensors["test"][2]):
         ensemble = bundle.build_model()
@@ -200,11 +208,10 @@ def calibrate(cfg, val_logits: np.ndarray, y_val: np.ndarray) -> tuple[dict, dic
     logits; also the calibrated validation probabilities."""
     calibration = fit_calibration(val_logits, y_val, cfg.get("calibration", "platt"))
     log.info(
-        "calibration (%s, on %d validation patients): probability = sigmoid(%.3f x logit %+.3f)",
+        "calibration (%s, on %d validation patients): %s",
         calibration["method"],
         len(y_val),
-        calibration["scale"],
-        calibration["shift"],
+        describe_calibration(calibration),
     )
     if calibration["scale"] == 0.0:
         log.warning(
@@ -212,7 +219,7 @@ def calibrate(cfg, val_logits: np.ndarray, y_val: np.ndarray) -> tuple[dict, dic
             "patient gets the validation prevalence; check the labels and features, or try "
             "another network (model=resnet) or more steps (recipe.steps=...)"
         )
-    val_prob = probabilities(calibration["scale"] * val_logits + calibration["shift"])
+    val_prob = probabilities(calibrated(val_logits, calibration))
     return calibration, select_threshold(cfg, y_val, val_prob), val_prob
 
 

@@ -1,7 +1,7 @@
 """Several trained networks answering as one, with the calibration on top.
 
-The mean of the members' logits goes through the calibration ``scale * z + shift``
-(see ``patientcnn.calibration``), so ``EnsembleNet(x, valid)`` returns the calibrated
+The mean of the members' logits goes through the calibration (``scale * z + shift``, or
+the isotonic knots; see ``patientcnn.calibration``), so ``EnsembleNet(x, valid)`` returns the calibrated
 logit that predict, evaluate, the report and export all use. A single network is an
 ensemble of one.
 """
@@ -13,15 +13,31 @@ from torch import nn
 
 
 class EnsembleNet(nn.Module):
-    def __init__(self, members: list[nn.Module], scale: float = 1.0, shift: float = 0.0) -> None:
+    def __init__(self, members: list[nn.Module], calibration: dict | None = None) -> None:
         super().__init__()
+        calibration = calibration or {"scale": 1.0, "shift": 0.0}
         self.members = nn.ModuleList(members)
-        self.register_buffer("scale", torch.tensor(float(scale)))
-        self.register_buffer("shift", torch.tensor(float(shift)))
+        self.register_buffer("scale", torch.tensor(float(calibration["scale"])))
+        self.register_buffer("shift", torch.tensor(float(calibration["shift"])))
+        knots_x, knots_p = calibration.get("knots") or ([], [])
+        self.isotonic = len(knots_x) > 0
+        self.register_buffer("knots_x", torch.tensor(knots_x, dtype=torch.float32))
+        self.register_buffer("knots_p", torch.tensor(knots_p, dtype=torch.float32))
 
     def member_logits(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(N,) mean of the members' raw logits, before calibration."""
         return torch.stack([m(x, valid).float() for m in self.members]).mean(dim=0)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.member_logits(x, valid) + self.shift
+        z = self.member_logits(x, valid)
+        if not self.isotonic:
+            return self.scale * z + self.shift
+        # the straight lines between the knots, flat beyond the ends (numpy's interp):
+        # p(z) = p_0 + sum_i (p_{i+1} - p_i) * clamp((z - x_i) / (x_{i+1} - x_i), 0, 1)
+        if len(self.knots_x) == 1:
+            p = self.knots_p.expand_as(z)
+        else:
+            width = self.knots_x[1:] - self.knots_x[:-1]
+            ramp = ((z[:, None] - self.knots_x[:-1]) / width).clamp(0.0, 1.0)
+            p = self.knots_p[0] + (ramp * (self.knots_p[1:] - self.knots_p[:-1])).sum(dim=1)
+        return torch.log(p) - torch.log1p(-p)
