@@ -18,9 +18,15 @@ import numpy as np
 from patientcnn.checkpoint import Bundle
 from patientcnn.data.cohort import load_cohort
 from patientcnn.errors import UserError
-from patientcnn.inference import Scorer, probabilities, unusable
+from patientcnn.inference import (
+    Scorer,
+    check_input_columns,
+    check_threshold,
+    probabilities,
+    unusable,
+    warn_skipped,
+)
 from patientcnn.metrics import point_metrics
-from patientcnn.predict import check_input_columns, check_threshold, warn_skipped
 
 log = logging.getLogger(__name__)
 

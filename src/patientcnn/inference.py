@@ -1,4 +1,7 @@
-"""From a checkpoint bundle to probabilities: the preparation and forward pass inference shares.
+"""From a checkpoint bundle to probabilities: what predict and evaluate share.
+
+The preparation and forward pass (``Scorer``), and the checks and warnings both give the
+same way (``check_input_columns``, ``check_threshold``, ``warn_skipped``).
 
 Everything comes from the bundle (column names, grid, preprocessing statistics, feature
 order, weights), never from a training config or training data. The grid and
@@ -8,16 +11,23 @@ through unchanged.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from patientcnn.checkpoint import Bundle
+from patientcnn.chunks import table_columns
 from patientcnn.data.batches import to_channels_first
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, PatientArrays
 from patientcnn.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SHOWN_IDS = 10  # patients named in a warning; the count is always given
 
 
 def resolve_device(device: str) -> torch.device:
@@ -110,3 +120,40 @@ class Scorer:
 def unusable(arrays: PatientArrays) -> np.ndarray:
     """(N,) bool: patients without a single observed value on the model's grid."""
     return np.isnan(arrays.x).all(axis=(1, 2))
+
+
+def check_threshold(value: float) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise UserError(f"threshold must be a probability between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def check_input_columns(path: Path, scorer: Scorer, expected: tuple[str, ...] = ()) -> None:
+    """Needed columns must exist (all missing features named at once); extras get a note."""
+    columns = table_columns(path)
+    id_col, time_col = scorer.columns["id_col"], scorer.columns["time_col"]
+    for role, name in (("id", id_col), ("time", time_col)):
+        if name not in columns:
+            raise UserError(
+                f"{path}: no {role} column '{name}' (the checkpoint's {role} column); columns "
+                f"are: {', '.join(columns[:20])}{' ...' if len(columns) > 20 else ''}"
+            )
+    missing = [f for f in scorer.features if f not in columns]
+    if missing:
+        raise UserError(
+            f"{path}: the model needs feature column(s) that are missing: {', '.join(missing)}"
+        )
+    extra = [c for c in columns if c not in {id_col, time_col, *scorer.features, *expected}]
+    if extra:
+        log.info("%s: ignoring column(s) the model does not use: %s", path, ", ".join(extra))
+
+
+def warn_skipped(ids: list, path: Path, consequence: str) -> None:
+    shown = ", ".join(map(str, ids[:SHOWN_IDS])) + (" ..." if len(ids) > SHOWN_IDS else "")
+    log.warning(
+        "%d patient(s) in %s have no observed value of any model feature and %s: %s",
+        len(ids),
+        path,
+        consequence,
+        shown,
+    )

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from patientcnn.checkpoint import load_bundle
-from patientcnn.chunks import CHUNKS_PREFIX, patient_chunks, table_columns
+from patientcnn.chunks import CHUNKS_PREFIX, patient_chunks
 from patientcnn.data.cohort import load_measurements
 from patientcnn.errors import UserError
 from patientcnn.files import (
@@ -32,12 +32,18 @@ from patientcnn.files import (
     refuse_overwriting_inputs,
     remove_stale_temporaries,
 )
-from patientcnn.inference import Scorer, probabilities, unusable
+from patientcnn.inference import (
+    Scorer,
+    check_input_columns,
+    check_threshold,
+    probabilities,
+    unusable,
+    warn_skipped,
+)
 
 log = logging.getLogger(__name__)
 
 OUTPUT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-SHOWN_IDS = 10  # patients named in a warning; the count is always given
 
 
 @dataclass
@@ -126,43 +132,6 @@ def output_format(path: Path) -> str:
     if fmt is None:
         raise UserError(f"{path}: output must end in .csv, .parquet or .pq")
     return fmt
-
-
-def check_threshold(value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise UserError(f"threshold must be a probability between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def check_input_columns(path: Path, scorer: Scorer, expected: tuple[str, ...] = ()) -> None:
-    """Needed columns must exist (all missing features named at once); extras get a note."""
-    columns = table_columns(path)
-    id_col, time_col = scorer.columns["id_col"], scorer.columns["time_col"]
-    for role, name in (("id", id_col), ("time", time_col)):
-        if name not in columns:
-            raise UserError(
-                f"{path}: no {role} column '{name}' (the checkpoint's {role} column); columns "
-                f"are: {', '.join(columns[:20])}{' ...' if len(columns) > 20 else ''}"
-            )
-    missing = [f for f in scorer.features if f not in columns]
-    if missing:
-        raise UserError(
-            f"{path}: the model needs feature column(s) that are missing: {', '.join(missing)}"
-        )
-    extra = [c for c in columns if c not in {id_col, time_col, *scorer.features, *expected}]
-    if extra:
-        log.info("%s: ignoring column(s) the model does not use: %s", path, ", ".join(extra))
-
-
-def warn_skipped(ids: list, path: Path, consequence: str) -> None:
-    shown = ", ".join(map(str, ids[:SHOWN_IDS])) + (" ..." if len(ids) > SHOWN_IDS else "")
-    log.warning(
-        "%d patient(s) in %s have no observed value of any model feature and %s: %s",
-        len(ids),
-        path,
-        consequence,
-        shown,
-    )
 
 
 def _read_chunks(
