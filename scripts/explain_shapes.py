@@ -10,12 +10,12 @@ data config (the synthetic cohort by default), exactly as training would see the
 
 import hydra
 from hydra.utils import execution_whitelist
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from patientcnn.cli import report_user_errors, run_main
 from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.models.layers import format_shape_table
-from patientcnn.train import build_model
+from patientcnn.models.registry import create_network, network_config
 
 
 @hydra.main(
@@ -31,8 +31,9 @@ def main(cfg: DictConfig) -> None:
             datamodule.setup()
             in_channels = in_channels or datamodule.num_channels
             seq_len = seq_len or datamodule.seq_len
-        model = build_model(cfg.model, int(in_channels), int(seq_len), pos_weight=1.0)
-    table = model.net.shape_table()
+    # the network alone, from the registry: no LightningModule, so no Lightning import
+    name, settings = network_config(OmegaConf.to_container(cfg.model, resolve=True))
+    table = create_network(name, int(in_channels), int(seq_len), **settings).shape_table()
     print(f"input (N, C, L) = (N, {in_channels}, {seq_len}): N patients, C features, L time steps")
     print(format_shape_table(table))
     last = table[-1]

@@ -7,6 +7,7 @@ import pytest
 from conftest import read_metrics, train_run
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
+from patientcnn.metrics import calibration_metrics
 from patientcnn.report import write_report
 from patientcnn.report.baselines import summary_statistics
 from patientcnn.report.bootstrap import METRICS, bootstrap, weighted_metrics
@@ -136,6 +137,8 @@ def test_write_report_for_any_labels_and_probabilities(tmp_path):
     assert_table_matches(text, record["models"])
     assert "data:image/png;base64," in (tmp_path / "ext" / "report.html").read_text()
     assert record["models"]["cnn"]["auroc"]["value"] == pytest.approx(roc_auc_score(y, p))
+    slope = calibration_metrics(y, p)["calibration_slope"]
+    assert "Calibration slope / intercept" in text and f"CNN {slope:.2f}" in text
 
 
 def test_training_run_writes_a_report_that_matches_metrics_json(tmp_path):

@@ -1,9 +1,12 @@
 """`python train.py` end to end, as a user runs it."""
 
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 import torch
-from conftest import read_metrics, run_cli, train_run
+from conftest import ROOT, read_metrics, run_cli, train_run
 
 METRICS = ("auroc", "auprc", "accuracy", "f1", "brier", "loss", "sensitivity", "specificity")
 METRICS += ("ece", "calibration_slope", "calibration_intercept")
@@ -116,6 +119,21 @@ def test_explain_shapes_without_data():
     )
     assert proc.returncode == 0, proc.stderr
     assert "(N, 5, 37)" in proc.stdout and "(N, 32, 25)" in proc.stdout
+
+
+def test_explain_shapes_builds_the_network_without_importing_lightning():
+    """The shape table needs only the registry: seconds of Lightning import saved."""
+    code = (
+        "import atexit, runpy, sys; "
+        "atexit.register(lambda: print('lightning imported:', 'pytorch_lightning' in sys.modules)); "
+        "sys.argv = ['explain_shapes.py', 'in_channels=2', 'seq_len=30']; "
+        "runpy.run_path('scripts/explain_shapes.py', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert "(N, 64, 30)" in proc.stdout, proc.stderr[-2000:]
+    assert "lightning imported: False" in proc.stdout
 
 
 def test_default_run_learns(tmp_path):

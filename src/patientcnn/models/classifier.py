@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from patientcnn.errors import UserError
 from patientcnn.metrics import classification_metrics
-from patientcnn.models.registry import create_network
+from patientcnn.models.registry import create_network, network_config
 
 SCHEDULERS = ("none", "cosine", "plateau")
 
@@ -64,9 +64,8 @@ class Classifier(pl.LightningModule):
 
     def network_spec(self) -> dict:
         """What a bundle stores to rebuild the network: registry name and plain settings."""
-        hp = dict(self.hparams)
-        skip = {*OPTIMISATION_KEYS, "net", "in_channels", "seq_len"}
-        return {"name": hp["net"], "config": {k: v for k, v in hp.items() if k not in skip}}
+        name, config = network_config(dict(self.hparams))
+        return {"name": name, "config": config}
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return self.net(x, valid)
@@ -151,9 +150,6 @@ class Classifier(pl.LightningModule):
                 "lr_scheduler": {"scheduler": schedule, "monitor": "val/loss"},
             }
         return {"optimizer": optimizer}
-
-
-OPTIMISATION_KEYS = ("lr", "weight_decay", "scheduler", "warmup", "pos_weight")
 
 
 def warmup_cosine(total_steps: int, warmup: float):

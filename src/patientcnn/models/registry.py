@@ -45,6 +45,18 @@ def network_class(name: str) -> type[nn.Module]:
     return _NETWORKS[name]
 
 
+# the model config's keys that the LightningModule (models/classifier.py) takes, not the network
+OPTIMISATION_KEYS = ("lr", "weight_decay", "scheduler", "warmup", "pos_weight")
+
+
+def network_config(model_config: dict) -> tuple[str, dict]:
+    """A model config (``configs/model/*.yaml``, or a Classifier's hyperparameters) split
+    into the registry name and the network's own settings: all but the optimisation keys,
+    ``ensemble``, ``_target_`` and the input shape. Needs no Lightning import."""
+    skip = {*OPTIMISATION_KEYS, "net", "in_channels", "seq_len", "ensemble", "_target_"}
+    return model_config.get("net", "cnn"), {k: v for k, v in model_config.items() if k not in skip}
+
+
 def create_network(
     name: str, in_channels: int, seq_len: int, downsample: int = 1, **config
 ) -> nn.Module:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from patientcnn.metrics import calibration_metrics
 from patientcnn.report import plots
 from patientcnn.report.bootstrap import METRICS, bootstrap, format_interval
 from patientcnn.report.writer import Block, write_documents
@@ -101,6 +102,7 @@ def write_report(
         *(("p", note) for note in notes),
         ("h2", "Results"),
         ("table", ["Metric", *label.values()], _table_rows(label, cis)),
+        ("p", _calibration_line(label, y, probs)),
         ("p", READING_GUIDE),
         ("h2", "Figures"),
         ("figures", [(cap, path.name) for cap, path in figures]),
@@ -138,6 +140,24 @@ def _cohort_line(record: dict) -> str:
         f"{record['prevalence']:.1%}). Threshold for flagging a patient: predicted risk >= "
         f"{record['threshold']:g}. Brackets: {record['level']:.0%} percentile bootstrap "
         f"intervals over {record['resamples']} resamples of the patients (seed {record['seed']})."
+    )
+
+
+def _calibration_line(label: dict[str, str], y: np.ndarray, probs: dict) -> str:
+    """Calibration slope and intercept of each model, as one sentence."""
+    parts = []
+    for key, name in label.items():
+        c = calibration_metrics(y, probs[key])
+        slope, intercept = c["calibration_slope"], c["calibration_intercept"]
+        parts.append(
+            f"{name} {slope:.2f} / {intercept:+.2f}"
+            if np.isfinite(slope)
+            else f"{name} undefined (its risks separate the outcomes)"
+        )
+    return (
+        "Calibration slope / intercept (logistic regression of the outcome on the logit of "
+        "the predicted risk; 1 / 0 when a predicted 30 % means 30 %, a slope below 1 means "
+        "over-confident risks): " + "; ".join(parts) + "."
     )
 
 
