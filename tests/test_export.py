@@ -120,6 +120,17 @@ def test_unknown_format_is_a_user_error(checkpoint, tmp_path):
         export_checkpoint(checkpoint, "tflite", tmp_path / "m.tflite")
 
 
+def assert_both_exports_give(expected, ckpt, x, valid, folder) -> None:
+    """TorchScript and ONNX exports of ``ckpt`` give ``expected`` for (x, valid)."""
+    scripted = torch.jit.load(str(export_checkpoint(ckpt, "torchscript", folder / "m.pt")))
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(x, valid).numpy(), expected, atol=1e-5, rtol=0)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(export_checkpoint(ckpt, "onnx", folder / "m.onnx")))
+    (got,) = session.run(None, {"x": x.numpy(), "valid": valid.numpy()})
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize(
     "family, extra",
     [("resnet", {}), ("inceptiontime", {}), ("tcn", {}), ("inceptiontime", {"downsample": 3})],
@@ -132,13 +143,7 @@ def test_every_family_exports(family, extra, tmp_path):
     x, valid = inputs(5)
     valid[1, :4] = False  # a stay padded at the start (align=end)
     expected = reference(ckpt, x, valid)
-    scripted = torch.jit.load(str(export_checkpoint(ckpt, "torchscript", tmp_path / "m.pt")))
-    with torch.no_grad():
-        np.testing.assert_allclose(scripted(x, valid).numpy(), expected, atol=1e-5, rtol=0)
-    ort = pytest.importorskip("onnxruntime")
-    session = ort.InferenceSession(str(export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx")))
-    (got,) = session.run(None, {"x": x.numpy(), "valid": valid.numpy()})
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert_both_exports_give(expected, ckpt, x, valid, tmp_path)
 
 
 def test_isotonic_calibration_exports(tmp_path):
@@ -150,10 +155,4 @@ def test_isotonic_calibration_exports(tmp_path):
     x, valid = inputs(7)
     expected = reference(ckpt, x, valid)
     assert expected.min() >= 0.05 - 1e-6 and expected.max() <= 0.9 + 1e-6
-    scripted = torch.jit.load(str(export_checkpoint(ckpt, "torchscript", tmp_path / "m.pt")))
-    with torch.no_grad():
-        np.testing.assert_allclose(scripted(x, valid).numpy(), expected, atol=1e-5, rtol=0)
-    ort = pytest.importorskip("onnxruntime")
-    session = ort.InferenceSession(str(export_checkpoint(ckpt, "onnx", tmp_path / "m.onnx")))
-    (got,) = session.run(None, {"x": x.numpy(), "valid": valid.numpy()})
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert_both_exports_give(expected, ckpt, x, valid, tmp_path)
