@@ -74,8 +74,8 @@ def logistic_fit(
         grad_s = (p - target) / len(z)
         return float(value), np.array([np.sum(grad_s * z), np.sum(grad_s)])
 
-    result = minimize(loss, np.asarray(start, dtype=np.float64), jac=True, method="L-BFGS-B",
-                      bounds=bounds)  # fmt: skip
+    start = np.asarray(start, dtype=np.float64)
+    result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
     return float(result.x[0]), float(result.x[1])
 
 

@@ -110,14 +110,15 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     log.info("%s", recipe.describe())
     members = plan_members(datamodule, recipe, n_seeds, int(cfg.seed))
     first = build_model(model_cfg, datamodule.num_channels, datamodule.seq_len, 1.0)
+    table = first.net.shape_table()
     log.info(
         "network %s, input (N, C, L) = (batch, %d channels, %d steps); blocks:\n%s",
         model_cfg.get("net", "cnn"),
         datamodule.num_channels,
         datamodule.seq_len,
-        format_shape_table(first.net.shape_table()),
+        format_shape_table(table),
     )
-    receptive = first.net.shape_table()[-1]["receptive_field"]
+    receptive = table[-1]["receptive_field"]
     if receptive > datamodule.seq_len:
         log.info(
             "the receptive field (%d steps) is longer than the series (%d steps): every output "
