@@ -14,8 +14,8 @@ SMALL = {
 }
 
 
-def test_the_registry_lists_the_four_families():
-    assert network_names() == sorted(SMALL)
+def test_the_registry_lists_the_four_trained_families_and_the_partner():
+    assert network_names() == sorted([*SMALL, "rocket"])  # rocket: tests/test_rocket.py
 
 
 @pytest.mark.parametrize("family", sorted(SMALL))

@@ -5,6 +5,9 @@ patients needs, and nothing else:
 
 - the network by registry name with its plain settings (never a class path), and the
   weights of each ensemble member (one per fold and seed);
+- the partner networks fitted in closed form beside them, when the run had any, by
+  registry name with their settings and weights, and the blend of the two
+  (``patientcnn.partner``);
 - the calibration (scale and shift of the mean logit) and the decision threshold;
 - the data state: columns, the fitted grid, how rows sharing a time were combined,
   the fitted preprocessing and the channel order;
@@ -41,6 +44,7 @@ class Bundle:
     )
     threshold_rule: str = "fixed"
     extra: dict = field(default_factory=dict)  # recipe and training record
+    partner: dict | None = None  # {"name", "config", "members", "blend"} (patientcnn.partner)
     path: Path | None = None
 
     @property
@@ -54,17 +58,12 @@ class Bundle:
     def build_model(self) -> EnsembleNet:
         """The trained ensemble in eval mode, rebuilt from the registry name and settings."""
         try:
-            members = []
-            for state in self.members:
-                net = create_network(
-                    self.network["name"],
-                    self.in_channels,
-                    self.seq_len,
-                    **self.network["config"],
-                )
-                net.load_state_dict(state)
-                members.append(net)
-            model = EnsembleNet(members, self.calibration)
+            members = self._networks(self.network, self.members)
+            partners, blend = [], None
+            if self.partner:
+                partners = self._networks(self.partner, self.partner["members"])
+                blend = self.partner["blend"]
+            model = EnsembleNet(members, self.calibration, partners, blend)
         except (UserError, TypeError, ValueError, RuntimeError, KeyError) as err:
             reason = (
                 str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
@@ -74,11 +73,20 @@ class Bundle:
             ) from err
         return model.eval()
 
+    def _networks(self, spec: dict, states: list[dict]) -> list[torch.nn.Module]:
+        networks = []
+        for state in states:
+            net = create_network(spec["name"], self.in_channels, self.seq_len, **spec["config"])
+            net.load_state_dict(state)
+            networks.append(net)
+        return networks
+
     def to_dict(self) -> dict:
         return {
             "version": BUNDLE_VERSION,
             "network": self.network,
             "members": self.members,
+            "partner": self.partner,
             "calibration": self.calibration,
             "threshold": float(self.threshold),
             "threshold_rule": self.threshold_rule,
@@ -146,17 +154,21 @@ def load_bundle(path: str | Path) -> Bundle:
             f"{path}: the '{BUNDLE_KEY}' section is incomplete "
             f"(missing: {', '.join(sorted(needed - set(bundle)))})"
         )
-    network = bundle["network"]
-    if not (
-        isinstance(network, dict)
-        and isinstance(network.get("name"), str)
-        and isinstance(network.get("config"), dict)
-        and "_target_" not in network["config"]
-    ):
-        raise UserError(f"{path}: the stored network is not a registry name with plain settings")
+    network, partner = bundle["network"], bundle.get("partner")
+    for what, spec in (("network", network), ("partner", partner or {"name": "", "config": {}})):
+        if not (
+            isinstance(spec, dict)
+            and isinstance(spec.get("name"), str)
+            and isinstance(spec.get("config"), dict)
+            and "_target_" not in spec["config"]
+        ):
+            raise UserError(f"{path}: the stored {what} is not a registry name with plain settings")
     members = bundle["members"]
-    if not (isinstance(members, list) and members and all(isinstance(m, dict) for m in members)):
-        raise UserError(f"{path}: the checkpoint holds no network weights")
+    for states in (members, partner["members"] if partner else [{}]):
+        if not (isinstance(states, list) and states and all(isinstance(m, dict) for m in states)):
+            raise UserError(f"{path}: the checkpoint holds no network weights")
+    if partner and not isinstance(partner.get("blend"), dict):
+        raise UserError(f"{path}: the stored partner has no blend")
     return Bundle(
         network=network,
         members=members,
@@ -165,5 +177,6 @@ def load_bundle(path: str | Path) -> Bundle:
         calibration=bundle["calibration"],
         threshold_rule=str(bundle.get("threshold_rule", "fixed")),
         extra=bundle.get("extra", {}),
+        partner=partner,
         path=path,
     )

@@ -92,6 +92,13 @@ def point_metrics(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> di
     return values | calibration_metrics(y, prob)
 
 
+def logit_log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of sigmoid(logits) against 0/1 outcomes, computed from the logits
+    (stable far beyond the probabilities' float precision)."""
+    z = np.asarray(logits, dtype=np.float64)
+    return float(np.mean(np.logaddexp(0.0, z) - np.asarray(y, dtype=np.float64) * z))
+
+
 def calibration_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     """Does a predicted 30 % mean 30 %? Three numbers, NaN where undefined.
 

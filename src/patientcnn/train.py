@@ -6,7 +6,9 @@
 3. train the members: one per fold of a K-fold cross-validation (or one train /
    validation split) and per seed of ``model.ensemble``, each keeping the weights of its
    lowest validation loss; optionally refit on every development patient;
-4. fit the calibration and the threshold on the out-of-fold (validation) logits;
+4. fit a partner network in closed form beside each member and blend the two
+   (``patientcnn.partner``), then the calibration and the threshold, all on the
+   out-of-fold (validation) logits;
 5. score the test patients with the ensemble, write the bundle, metrics.json, report.
 """
 
@@ -36,6 +38,8 @@ from patientcnn.files import atomic_write, write_json
 from patientcnn.inference import batched_logits, probabilities, resolve_device
 from patientcnn.metrics import calibration_metrics, point_metrics
 from patientcnn.models.layers import format_shape_table
+from patientcnn.models.registry import create_network
+from patientcnn.partner import fit_partners, partner_settings
 from patientcnn.recipe import Recipe, plan_recipe, variance_lost_by_averaging
 from patientcnn.report.training import report_training_run
 from patientcnn.threshold import choose_threshold
@@ -126,6 +130,17 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             receptive,
             datamodule.seq_len,
         )
+    partner = partner_settings(OmegaConf.to_container(cfg.get("partner") or {}, resolve=True))
+    if partner:  # settings a partner cannot take fail here, before any training
+        name, config, _ = partner
+        table = create_network(
+            name, datamodule.num_channels, datamodule.seq_len, **config
+        ).shape_table()
+        log.info(
+            "partner %s, fitted in closed form beside each member; blocks:\n%s",
+            name,
+            format_shape_table(table),
+        )
     log.info("%d ensemble member(s): %s", len(members), ", ".join(m.name for m in members))
     # a Trainer that the config cannot make fails here, before anything is written
     build_trainer(cfg, recipe, output_dir / "checkpoints", members[0].name, validate=True)
@@ -133,9 +148,16 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
     atomic_write(output_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
 
-    states, records, val_logits, y_val = train_members(
+    states, records, val_logits, validated = train_members(
         cfg, model_cfg, datamodule, recipe, members, output_dir, resume
     )
+    partners = None
+    if partner:
+        partners = fit_partners(
+            partner, datamodule, members, val_logits, validated, refit=recipe.refit
+        )
+        val_logits = partners.val_logits
+    y_val = datamodule.y_dev[validated]
     calibration, threshold, val_prob = calibrate(cfg, val_logits, y_val)
     bundle = Bundle(
         network={
@@ -150,6 +172,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         calibration=calibration,
         threshold_rule=threshold["rule"],
         extra={"recipe": recipe.state(), "members": records},
+        partner=partners.bundle_state() if partners else None,
     )
     checkpoint = save_bundle(output_dir / "checkpoints" / "best.ckpt", bundle)
     metrics = {f"val/{k}": v for k, v in point_metrics(y_val, val_prob, threshold["value"]).items()}
@@ -175,6 +198,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         "checkpoint": str(checkpoint),
         "recipe": recipe.state(),
         "members": records,
+        "partner": partners.blend if partners else None,
         "cohort": summary,
     } | report
     write_json(output_dir / "metrics.json", record)
@@ -184,9 +208,9 @@ def fit(cfg: DictConfig) -> dict[str, float]:
 
 
 def train_members(cfg, model_cfg, datamodule, recipe, members, output_dir, resume):
-    """Train every member; return their weights and records, and the out-of-fold logits
-    (each validated patient's mean over the members that did not train on them) with the
-    outcomes of those patients."""
+    """Train every member; return their weights and records, the out-of-fold logits (each
+    validated patient's mean over the members that did not train on them) and the mask of
+    the development patients they belong to."""
     y_dev = datamodule.y_dev
     logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
     states, records = [], []
@@ -201,7 +225,7 @@ def train_members(cfg, model_cfg, datamodule, recipe, members, output_dir, resum
         logit_sum[member.val] += val_logits
         count[member.val] += 1
     validated = count > 0
-    return states, records, logit_sum[validated] / count[validated], y_dev[validated]
+    return states, records, logit_sum[validated] / count[validated], validated
 
 
 def calibrate(cfg, val_logits: np.ndarray, y_val: np.ndarray) -> tuple[dict, dict, np.ndarray]:

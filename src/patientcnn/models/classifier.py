@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from patientcnn.errors import UserError
 from patientcnn.metrics import classification_metrics
-from patientcnn.models.registry import create_network, network_config
+from patientcnn.models.registry import closed_form_names, create_network, network_config
 
 SCHEDULERS = ("none", "cosine", "plateau")
 
@@ -52,6 +52,11 @@ class Classifier(pl.LightningModule):
             )
         if not (isinstance(warmup, (int, float)) and 0 <= warmup < 1):
             raise UserError(f"model.warmup must be a fraction in [0, 1), got {warmup!r}")
+        if net in closed_form_names():
+            raise UserError(
+                f"model.net={net} has no kernels to train by gradient: it is fitted in closed "
+                f"form as the partner of the trained networks (partner.net={net}, the default)"
+            )
         self.save_hyperparameters()
         self.net = create_network(net, in_channels, seq_len, **net_config)
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)), persistent=False)

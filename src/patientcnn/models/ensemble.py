@@ -1,9 +1,11 @@
 """Several trained networks answering as one, with the calibration on top.
 
-The mean of the members' logits goes through the calibration (``scale * z + shift``, or
-the isotonic knots; see ``patientcnn.calibration``), so ``EnsembleNet(x, valid)`` returns the calibrated
-logit that predict, evaluate, the report and export all use. A single network is an
-ensemble of one.
+The mean of the members' logits, blended with the mean of the partners' logits when the
+run fitted partners (``w (a z + b) + (1 - w) (c z' + d)``, see ``patientcnn.partner``),
+goes through the calibration (``scale * z + shift``, or the isotonic knots; see
+``patientcnn.calibration``), so ``EnsembleNet(x, valid)`` returns the calibrated logit
+that predict, evaluate, the report and export all use. A single network is an ensemble
+of one.
 """
 
 from __future__ import annotations
@@ -13,10 +15,21 @@ from torch import nn
 
 
 class EnsembleNet(nn.Module):
-    def __init__(self, members: list[nn.Module], calibration: dict | None = None) -> None:
+    def __init__(
+        self,
+        members: list[nn.Module],
+        calibration: dict | None = None,
+        partners: list[nn.Module] | None = None,
+        blend: dict | None = None,
+    ) -> None:
         super().__init__()
         calibration = calibration or {"scale": 1.0, "shift": 0.0}
         self.members = nn.ModuleList(members)
+        self.partners = nn.ModuleList(partners or [])
+        blend = blend or {"weight": 1.0, "networks": [1.0, 0.0], "partners": [0.0, 0.0]}
+        w, (a, b), (c, d) = float(blend["weight"]), blend["networks"], blend["partners"]
+        # the blend as one linear map: w a z + (1 - w) c z' + w b + (1 - w) d
+        self.register_buffer("mix", torch.tensor([w * a, (1 - w) * c, w * b + (1 - w) * d]))
         self.register_buffer("scale", torch.tensor(float(calibration["scale"])))
         self.register_buffer("shift", torch.tensor(float(calibration["shift"])))
         knots_x, knots_p = calibration.get("knots") or ([], [])
@@ -25,8 +38,13 @@ class EnsembleNet(nn.Module):
         self.register_buffer("knots_p", torch.tensor(knots_p, dtype=torch.float32))
 
     def member_logits(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(N,) mean of the members' raw logits, before calibration."""
-        return torch.stack([m(x, valid).float() for m in self.members]).mean(dim=0)
+        """(N,) mean of the members' raw logits (blended with the partners'), before
+        calibration."""
+        z = torch.stack([m(x, valid).float() for m in self.members]).mean(dim=0)
+        if len(self.partners) == 0:
+            return z
+        z_partners = torch.stack([m(x, valid).float() for m in self.partners]).mean(dim=0)
+        return self.mix[0] * z + self.mix[1] * z_partners + self.mix[2]
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         z = self.member_logits(x, valid)

@@ -19,7 +19,7 @@ from torch import nn
 from patientcnn.errors import UserError
 from patientcnn.models.layers import Downsampled, positive_int
 
-_FAMILIES = ("conv", "resnet", "inception", "tcn")  # modules that register networks
+_FAMILIES = ("conv", "resnet", "inception", "tcn", "rocket")  # modules that register networks
 _NETWORKS: dict[str, type[nn.Module]] = {}
 
 
@@ -43,6 +43,13 @@ def network_class(name: str) -> type[nn.Module]:
     if name not in _NETWORKS:
         raise UserError(f"model.net={name!r} is not a network; choose one of {network_names()}")
     return _NETWORKS[name]
+
+
+def closed_form_names() -> list[str]:
+    """Families fitted in closed form by their ``fit(x, valid, y, seed)`` (no gradient
+    steps), marked ``closed_form = True``: they serve as partners (``patientcnn.partner``)."""
+    _load_families()
+    return sorted(n for n, cls in _NETWORKS.items() if getattr(cls, "closed_form", False))
 
 
 # the model config's keys that the LightningModule (models/classifier.py) takes, not the network

@@ -1,0 +1,220 @@
+"""Random convolution kernels with a linear readout, "rocket" in the registry.
+
+MiniRocket (Dempster, Schmidt and Webb 2021) showed that a 1D-CNN need not learn its
+kernels: a large fixed bank of short dilated kernels, each output summarised by the
+proportion of steps where it exceeds a bias (PPV), and a ridge regression on those
+summaries classify time series about as well as trained deep networks, in seconds and
+with no gradient steps. That makes it the natural partner of a trained network on small
+cohorts, where a trained network has few patients to learn its kernels from.
+
+The network here:
+
+- 84 kernels of 9 taps (weight 2 at three taps, -1 at the other six, so every kernel
+  sums to 0 and ignores the series' level), each at dilations 1, 2, 4, ... spread up to
+  the series length (at most ``max_dilations`` of them); with several input channels
+  each kernel reads a random subset of them (summed);
+- for every kernel and dilation a few biases, the quantiles of that kernel's output on
+  a random training patient (fitted by ``fit``, stored as buffers);
+- features: the share of a patient's real steps whose output exceeds each bias; half of
+  the kernels ('same' zero padding) count every real step, the other half only the steps
+  whose taps all lie on real steps. Padded steps are zeroed and never counted, so the
+  padding around a patient never changes the patient's features;
+- ``readout``: one linear logit over the ~``features`` summaries, fitted in closed form by
+  ridge regression with its penalty chosen by leave-one-out error (``fit``).
+
+The kernels and channel subsets follow from ``seed`` and are stored with the weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from patientcnn.models.layers import positive_int, steps_mask, valid_interval
+from patientcnn.models.registry import register
+
+TAPS = 9
+KERNELS = 84  # choose(9, 3): every placement of the three taps of weight 2
+GOLDEN = (math.sqrt(5) + 1) / 2  # low-discrepancy quantile positions: frac(i * golden ratio)
+RIDGE_PENALTIES = np.logspace(-3, 3, 10)
+PATIENTS = 16  # patients whose kernel outputs are compared with the biases at once
+
+
+def kernel_bank() -> torch.Tensor:
+    """(84, 9): weight 2 at three taps, -1 elsewhere."""
+    bank = -torch.ones(KERNELS, TAPS)
+    for k, taps in enumerate(itertools.combinations(range(TAPS), 3)):
+        bank[k, list(taps)] = 2.0
+    return bank
+
+
+def plan_dilations(seq_len: int, features: int, max_dilations: int) -> tuple[list[int], list[int]]:
+    """Dilations spread exponentially up to the series length, and how many biases
+    (features per kernel) each gets; the biases add up to ``features // 84`` per kernel."""
+    per_kernel = max(1, features // KERNELS)
+    slots = min(per_kernel, max_dilations)
+    top = math.log2(max((seq_len - 1) / (TAPS - 1), 1.0))
+    raw = np.floor(2.0 ** np.linspace(0.0, top, slots)).astype(int)
+    dilations, counts = np.unique(raw, return_counts=True)
+    biases = counts * per_kernel // slots
+    biases[: per_kernel - biases.sum()] += 1  # the remainder, to the shortest dilations
+    return dilations.tolist(), biases.tolist()
+
+
+@register("rocket")
+class RandomKernels(nn.Module):
+    closed_form = True  # fitted by ``fit``, never by gradient steps (a partner network)
+
+    def __init__(
+        self,
+        in_channels: int,
+        seq_len: int,
+        features: int = 10000,
+        max_dilations: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        positive_int("features", features)
+        positive_int("max_dilations", max_dilations)
+        self.seq_len = seq_len
+        self.in_channels = in_channels
+        self.dilations, self.biases_per = plan_dilations(seq_len, features, max_dilations)
+        generator = torch.Generator().manual_seed(int(seed))
+        bank = kernel_bank()
+        weight = torch.zeros(len(self.dilations), KERNELS, in_channels, TAPS)
+        for i in range(len(self.dilations)):
+            for k in range(KERNELS):
+                weight[i, k, random_channels(in_channels, generator)] = bank[k]
+        self.register_buffer("weight", weight)
+        self.register_buffer(
+            "bias", torch.zeros(len(self.dilations), KERNELS, max(self.biases_per))
+        )
+        # per dilation and kernel: count only the steps whose taps are all real ('valid')
+        interior = (torch.arange(len(self.dilations))[:, None] + torch.arange(KERNELS)) % 2 == 1
+        self.register_buffer("interior", interior)
+        self.n_features = KERNELS * sum(self.biases_per)
+        self.readout = nn.Linear(self.n_features, 1)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x, valid)).squeeze(1)
+
+    def kernel_outputs(self, i: int, x: torch.Tensor, valid: torch.Tensor):
+        """The (N, 84, L) outputs of the kernels at dilation ``self.dilations[i]`` and the
+        (N, 84, L) steps each counts; ``x`` has its padded steps zeroed."""
+        d = self.dilations[i]
+        out = F.conv1d(x, self.weight[i], padding=(TAPS // 2) * d, dilation=d)
+        start, end = valid_interval(valid)
+        inner = steps_mask(start + (TAPS // 2) * d, end - (TAPS // 2) * d, x.shape[2])
+        interior = self.interior[i][None, :, None]  # (and/or: ONNX Runtime has no bool Where)
+        return out, (interior & inner) | (~interior & valid.unsqueeze(1))
+
+    def features(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(N, n_features): per kernel, dilation and bias, the share of counted steps above it.
+
+        Eager calls work through the patients a few at a time: the kernel outputs of a few
+        patients stay in the CPU's cache while every bias is compared with them (6x faster
+        than whole batches). Traced and exported graphs take the batch whole."""
+        if torch.jit.is_tracing() or torch.compiler.is_exporting() or len(x) <= PATIENTS:
+            return self._features(x, valid)
+        pieces = zip(x.split(PATIENTS), valid.split(PATIENTS), strict=True)
+        return torch.cat([self._features(xb, vb) for xb, vb in pieces])
+
+    def _features(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x * valid.unsqueeze(1).to(x.dtype)
+        parts = []
+        for i in range(len(self.dilations)):
+            out, counted = self.kernel_outputs(i, x, valid)
+            count = counted.sum(dim=2).clamp(min=1).to(out.dtype)
+            for j in range(self.biases_per[i]):
+                above = (out > self.bias[i, :, j, None]) & counted
+                parts.append(above.sum(dim=2).to(out.dtype) / count)
+        return torch.cat(parts, dim=1)
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, valid: torch.Tensor, y: np.ndarray, seed: int = 0) -> None:
+        """Fit on training patients: the biases are quantiles of each kernel's outputs on a
+        random patient (positions frac(i x golden ratio)); then the ridge readout."""
+        generator = torch.Generator().manual_seed(int(seed))
+        x = x * valid.unsqueeze(1).to(x.dtype)
+        first = 0
+        for i, n in enumerate(self.biases_per):
+            picked = torch.randint(len(x), (KERNELS,), generator=generator)
+            out, counted = self.kernel_outputs(i, x[picked], valid[picked])
+            for k in range(KERNELS):  # kernel k's outputs on patient picked[k]
+                values = out[k, k][counted[k, k]]
+                if values.numel() == 0:  # a patient shorter than the kernel's reach
+                    values = out[k, k][valid[picked[k]]]
+                positions = ((np.arange(first, first + n) + 1) * GOLDEN) % 1.0
+                self.bias[i, k, :n] = torch.quantile(
+                    values.float(), torch.from_numpy(positions).float()
+                )
+                first += n
+        features = self.features(x, valid).double().numpy()
+        weight, intercept = ridge_readout(features, np.asarray(y))
+        self.readout.weight.copy_(torch.from_numpy(weight)[None].float())
+        self.readout.bias.fill_(intercept)
+
+    def shape_table(self) -> list[dict]:
+        rows = []
+        for d in self.dilations:
+            rows.append(
+                {
+                    "layer": f"kernels_d{d}",
+                    "in_channels": self.in_channels,
+                    "out_channels": KERNELS,
+                    "kernel": TAPS,
+                    "stride": 1,
+                    "dilation": d,
+                    "padding": "same/valid",
+                    "groups": 1,
+                    "length_in": self.seq_len,
+                    "length_out": self.seq_len,
+                    "receptive_field": 1 + (TAPS - 1) * d,
+                    "params": 0,
+                }
+            )
+        rows.append(
+            {
+                "layer": "ppv+linear",
+                "in_channels": KERNELS * len(self.dilations),
+                "out_channels": 1,
+                "kernel": f"{self.n_features} PPV",
+                "stride": 1,
+                "dilation": 1,
+                "padding": "-",
+                "groups": 1,
+                "length_in": self.seq_len,
+                "length_out": 1,
+                "receptive_field": rows[-1]["receptive_field"],
+                "params": self.n_features + 1,
+            }
+        )
+        return rows
+
+
+def random_channels(channels: int, generator: torch.Generator) -> torch.Tensor:
+    """A random subset of the input channels: 1 to min(C, 9) of them, small sets likelier."""
+    if channels == 1:
+        return torch.zeros(1, dtype=torch.long)
+    top = math.log2(min(channels, TAPS) + 1)
+    size = int(2 ** (torch.rand((), generator=generator).item() * top))
+    size = min(max(size, 1), channels)
+    return torch.randperm(channels, generator=generator)[:size]
+
+
+def ridge_readout(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weights and intercept of a ridge regression of +-1 outcomes on standardised features,
+    its penalty chosen by leave-one-out error; returned in the raw features' units."""
+    from sklearn.linear_model import RidgeClassifierCV
+
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale[scale == 0] = 1.0
+    ridge = RidgeClassifierCV(alphas=RIDGE_PENALTIES).fit((features - mean) / scale, y)
+    weight = ridge.coef_.ravel() / scale
+    return weight, float(ridge.intercept_[0] - weight @ mean)
