@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from patientcnn.models.classifier import Classifier
 from patientcnn.models.layers import format_shape_table
 from patientcnn.models.registry import closed_form_names, create_network
 from patientcnn.models.rocket import KERNELS, kernel_bank, plan_dilations
-from patientcnn.partner import blended, choose_blend, partner_settings
+from patientcnn.partner import blended, capped, choose_blend, partner_settings
 
 SMALL = {"features": 840, "max_dilations": 4}
 
@@ -98,11 +100,20 @@ def test_a_closed_form_family_is_refused_as_the_trained_network():
         ({"net": "inceptiontime"}, "fitted in closed form"),
         ({"net": "rocket", "weight": 1.5}, "partner.weight"),
         ({"net": "rocket", "weight": True}, "partner.weight"),
+        ({"net": "rocket", "max_patients": 1}, "partner.max_patients"),
     ],
 )
 def test_bad_partner_settings_are_one_clear_error(settings, message):
     with pytest.raises(UserError, match=message):
         partner_settings(settings)
+
+
+def test_a_partner_fits_on_at_most_max_patients():
+    patients = np.arange(3, 103)
+    assert capped(patients, 200, 0) is patients
+    subset = capped(patients, 10, seed=1)
+    assert len(subset) == 10 and np.all(np.diff(subset) > 0) and set(subset) <= set(patients)
+    np.testing.assert_array_equal(subset, capped(patients, 10, seed=1))  # seeded
 
 
 def test_no_partner_and_the_blend_rule():
@@ -152,6 +163,8 @@ def test_bundle_with_partner_predicts_the_blend_and_exports(tmp_path):
         expected, 1 / (1 + np.exp(-(cal["scale"] * z + cal["shift"]))), atol=1e-5
     )
     assert_both_exports_give(expected, combined, x, valid, tmp_path)
+    sidecar = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert sidecar["partner"]["name"] == "rocket" and sidecar["partner"]["members"] == 2
 
 
 def test_a_partner_without_a_blend_is_refused(tmp_path):

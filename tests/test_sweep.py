@@ -104,3 +104,24 @@ def test_optuna_study_resumes_without_repeating_trials(tmp_path):
         failed = t.state == optuna.trial.TrialState.FAIL
         assert (out / str(t.number) / "error.txt").exists() == failed
         assert (t.params["model.kernel_size"] == 30) == failed
+
+
+def test_an_unnamed_optuna_study_is_named_after_what_it_asks(tmp_path):
+    """Without study_name, the same command resumes its own study (even with a larger
+    n_trials) while a sweep with another setting starts a study of its own."""
+    db = tmp_path / "optuna.db"
+    search = (
+        "hparams_search=optuna",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        "hydra.sweeper.params=null",
+        "model.depth=1",
+        "model.kernel_size=choice(3,5)",
+    )
+    first = sweep(tmp_path, tmp_path / "a", *search, "model.width=8", "hydra.sweeper.n_trials=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = sweep(tmp_path, tmp_path / "b", *search, "model.width=4", "hydra.sweeper.n_trials=1")
+    assert other.returncode == 0, other.stderr[-3000:]
+    again = sweep(tmp_path, tmp_path / "a", *search, "model.width=8", "hydra.sweeper.n_trials=1")
+    assert "already has 1 finished trials" in again.stdout + again.stderr
+    names = optuna.get_all_study_names(f"sqlite:///{db}")
+    assert len(names) == 2 and all(n.startswith("patientcnn-") for n in names)

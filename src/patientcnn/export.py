@@ -81,6 +81,15 @@ def describe(bundle: Bundle, fmt: str) -> dict:
         "input_channels": list(bundle.data["input_channels"]),
         "threshold": bundle.threshold,
         "network": {"name": bundle.network["name"], "members": len(bundle.members)},
+        "partner": (
+            {
+                "name": bundle.partner["name"],
+                "members": len(bundle.partner["members"]),
+                "blend": bundle.partner["blend"],
+            }
+            if bundle.partner
+            else None
+        ),
         "calibration": bundle.calibration,
         "data": bundle.data,
         "checkpoint": str(bundle.path),

@@ -39,6 +39,10 @@ from patientcnn.models.registry import closed_form_names, create_network
 log = logging.getLogger(__name__)
 
 WEIGHTS = (0.25, 0.5, 0.75)  # candidate shares of the trained networks in the blend
+# A ridge readout over ~10,000 features costs O(min(N, F)^3) and N x F memory: beyond a few
+# thousand patients a random subset fits it as well, and the trained networks, which see
+# every patient, carry the large cohorts anyway (the blend weight is chosen on validation)
+MAX_PATIENTS = 4096
 
 
 @dataclass
@@ -60,13 +64,26 @@ class Partners:
         }
 
 
-def partner_settings(settings: dict | None) -> tuple[str, dict, float | str] | None:
-    """(registry name, network settings, weight) of the ``partner`` config; None: none."""
+@dataclass
+class PartnerSettings:
+    name: str  # registry name of a closed-form family
+    config: dict  # the network's own settings
+    weight: float | str  # the trained networks' share of the blend, or "auto"
+    max_patients: int  # a partner is fitted on at most this many training patients
+
+
+def partner_settings(settings: dict | None) -> PartnerSettings | None:
+    """The ``partner`` config checked; None: no partner."""
     settings = dict(settings or {})
     name = settings.pop("net", None)
     if name in (None, "none", False):
         return None
     weight = settings.pop("weight", "auto")
+    max_patients = settings.pop("max_patients", MAX_PATIENTS)
+    if isinstance(max_patients, bool) or not isinstance(max_patients, int) or max_patients < 2:
+        raise UserError(
+            f"partner.max_patients must be an integer of at least 2, got {max_patients!r}"
+        )
     if name not in closed_form_names():
         raise UserError(
             f"partner.net={name!r}: the partner is fitted in closed form; choose one of "
@@ -79,11 +96,11 @@ def partner_settings(settings: dict | None) -> tuple[str, dict, float | str] | N
             f"partner.weight must be 'auto' or a number from 0 to 1 (the trained networks' "
             f"share of the blend), got {weight!r}"
         )
-    return name, settings, weight
+    return PartnerSettings(name, settings, weight, max_patients)
 
 
 def fit_partners(
-    settings,
+    settings: PartnerSettings,
     datamodule,
     members,
     network_logits: np.ndarray,
@@ -94,25 +111,27 @@ def fit_partners(
     networks' out-of-fold ``network_logits`` of the ``validated`` development patients.
     ``refit``: as the trained networks were, each partner is then fitted again on every
     development patient (the blend keeps what the validation logits chose)."""
-    name, config, weight = settings
+    name, config = settings.name, settings.config
     x, valid, _ = datamodule.dev["tensors"]
     y_dev = datamodule.y_dev
     logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
     states = []
     for member in members:
         net = create_network(name, datamodule.num_channels, datamodule.seq_len, **config)
-        net.fit(x[member.train], valid[member.train], y_dev[member.train], seed=member.seed)
+        train = capped(member.train, settings.max_patients, member.seed)
+        net.fit(x[train], valid[train], y_dev[train], seed=member.seed)
         net.eval()
         if member.val is not None and len(member.val):
             with torch.no_grad():
                 logit_sum[member.val] += net(x[member.val], valid[member.val]).double().numpy()
             count[member.val] += 1
         if refit:
-            net.fit(x, valid, y_dev, seed=member.seed)
+            every = capped(np.arange(len(y_dev)), settings.max_patients, member.seed)
+            net.fit(x[every], valid[every], y_dev[every], seed=member.seed)
         states.append({k: v.detach().cpu() for k, v in net.state_dict().items()})
     partner_logits = logit_sum[validated] / np.maximum(count[validated], 1)
     y = y_dev[validated]
-    blend = choose_blend(network_logits, partner_logits, y, weight)
+    blend = choose_blend(network_logits, partner_logits, y, settings.weight)
     log.info(
         "partner %s (%d networks): blend = %.2f x trained networks + %.2f x partners, "
         "validation log loss %.4f (trained networks alone %.4f, partners alone %.4f)",
@@ -127,6 +146,13 @@ def fit_partners(
     return Partners(
         name, dict(config), states, blend, blended(network_logits, partner_logits, blend)
     )
+
+
+def capped(patients: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """``patients``, or a random ``limit`` of them (sorted) when there are more."""
+    if len(patients) <= limit:
+        return patients
+    return np.sort(np.random.default_rng(seed).choice(patients, limit, replace=False))
 
 
 def choose_blend(

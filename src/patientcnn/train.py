@@ -132,13 +132,14 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         )
     partner = partner_settings(OmegaConf.to_container(cfg.get("partner") or {}, resolve=True))
     if partner:  # settings a partner cannot take fail here, before any training
-        name, config, _ = partner
         table = create_network(
-            name, datamodule.num_channels, datamodule.seq_len, **config
+            partner.name, datamodule.num_channels, datamodule.seq_len, **partner.config
         ).shape_table()
         log.info(
-            "partner %s, fitted in closed form beside each member; blocks:\n%s",
-            name,
+            "partner %s, fitted in closed form beside each member (on at most %d of its "
+            "training patients); blocks:\n%s",
+            partner.name,
+            partner.max_patients,
             format_shape_table(table),
         )
     log.info("%d ensemble member(s): %s", len(members), ", ".join(m.name for m in members))

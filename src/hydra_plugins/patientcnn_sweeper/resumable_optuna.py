@@ -6,10 +6,18 @@ sampler with the configured seed, so rerunning an interrupted, seeded study adds
 Here ``n_trials`` is the study's total: a rerun runs only the trials still missing, with
 the sampler seeded by ``seed + trials already stored`` (still reproducible, never a
 repeat), and numbers its run folders after the stored trials.
+
+A study is a question asked of one cohort. ``study_name: auto`` names it after what it
+asks: the data, model, recipe, partner, objective, seed, direction and search space (a
+hash of them), so the same command resumes its own study while a sweep on other data or
+over another space starts a new one instead of "resuming" a stranger's. A named study
+(``hydra.sweeper.study_name=...``) is used as given.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -18,6 +26,7 @@ from typing import Any
 import optuna
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from omegaconf import OmegaConf, read_write
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,18 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if impl.n_jobs < 1:  # joblib's n_jobs=-1 ("all cores") would make an endless loop
             impl.n_jobs = os.cpu_count() or 1
         _make_sqlite_folder(impl.storage)
+        if impl.study_name in (None, "auto"):
+            impl.study_name = study_identity(impl.config, impl.params, arguments, impl.direction)
+            # every trial's config (and so hydra.sweep.dir) resolves the derived name too
+            arguments = [*arguments, f"hydra.sweeper.study_name={impl.study_name}"]
+            with read_write(impl.config.hydra.sweeper):
+                impl.config.hydra.sweeper.study_name = impl.study_name
+            impl.sweep_dir = impl.config.hydra.sweep.dir
+            log.info(
+                "study %r: named after the data, model, recipe, objective and search space "
+                "(hydra.sweeper.study_name=NAME names it yourself)",
+                impl.study_name,
+            )
         stored = _stored_trials(impl.storage, impl.study_name)
         if stored:
             finished = sum(t.state.is_finished() for t in stored)
@@ -73,6 +94,24 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 impl.study_name,
             )
             raise SystemExit(2) from None
+
+
+STUDY_KEYS = ("data", "model", "recipe", "partner", "calibration", "objective", "seed")
+
+
+def study_identity(config, params, arguments: list[str], direction) -> str:
+    """``patientcnn-<hash>`` of what the study asks (the keys above, the searched
+    parameters, the command-line overrides and the direction)."""
+    asked = {key: _plain(config.get(key)) for key in STUDY_KEYS}
+    asked["params"] = OmegaConf.to_container(params, resolve=True) if params else None
+    asked["arguments"] = sorted(arguments)
+    asked["direction"] = str(direction)
+    digest = hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode())
+    return f"patientcnn-{digest.hexdigest()[:12]}"
+
+
+def _plain(node):
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _stored_trials(storage: str | None, study_name: str | None) -> list[optuna.trial.FrozenTrial]:
