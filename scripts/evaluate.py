@@ -16,6 +16,7 @@ from patientcnn.errors import UserError
 from patientcnn.evaluate import evaluate_cohort
 from patientcnn.files import check_input_file, refuse_overwriting_inputs, write_json
 from patientcnn.report import write_report
+from patientcnn.report.subgroups import read_subgroups
 
 log = logging.getLogger("patientcnn.evaluate")
 
@@ -29,8 +30,9 @@ def main(cfg: DictConfig) -> None:
     if target.exists() and not cfg.overwrite:
         raise UserError(f"{target} already exists; pass overwrite=true to replace it")
     check_input_file(cfg.checkpoint, "checkpoint")
+    bundle = load_bundle(cfg.checkpoint)
     result = evaluate_cohort(
-        load_bundle(cfg.checkpoint),
+        bundle,
         cfg.data.measurements,
         cfg.data.labels,
         label_col=cfg.data.label_col,
@@ -40,6 +42,15 @@ def main(cfg: DictConfig) -> None:
         batch_size=cfg.batch_size,
     )
     record = result.record(cfg.checkpoint, cfg.data.measurements)
+    columns = list(cfg.report.get("subgroups") or [])
+    subgroups = None
+    if cfg.report.enabled and columns:  # read before any report file is written
+        subgroups = read_subgroups(
+            cfg.data.labels or cfg.data.measurements,
+            bundle.data["columns"]["id_col"],
+            columns,
+            result.ids,
+        )
     if cfg.report.enabled:
         folder = Path(cfg.paths.output_dir) / "report"
         record["confidence_intervals"] = write_report(
@@ -52,7 +63,10 @@ def main(cfg: DictConfig) -> None:
             seed=cfg.report.seed,
             level=cfg.report.level,
             patients="evaluated patients",
+            subgroups=subgroups,
         )
+        if subgroups:
+            record["subgroups"] = record["confidence_intervals"].pop("subgroups")
         record["report"] = str(folder / "report.html")
         log.info("evaluation report: %s", record["report"])
     write_json(target, record, cfg.overwrite)

@@ -9,9 +9,9 @@ out-of-fold patients of the 14 quality sets with folds, mean log loss 0.267 (tra
 networks alone) and 0.304 (random kernels alone) against 0.255 for the even blend
 (docs/DEFAULTS.md).
 
-For every member (fold and seed) of the run a partner is fitted on the same training
-patients, so its logits on that member's validation patients are out-of-fold too. Then,
-on those validation logits only:
+For every fold (or the one split) of the run a partner is fitted on the same training
+patients as the trained networks, so its logits on the fold's validation patients are
+out-of-fold too. Then, on those validation logits only:
 
 1. each side gets its own Platt scaling, which puts both on one log-odds scale;
 2. the blend ``w x networks + (1 - w) x partners`` takes the weight ``w`` (the trained
@@ -19,6 +19,10 @@ on those validation logits only:
    number). The extremes are left out: a few dozen validation patients cannot show that
    one side is useless, and the blend is rarely worse than its better side;
 3. the run's calibration and threshold are then fitted on the blended logits as usual.
+
+The partner the bundle keeps is fitted once more, on every development patient (as a
+stacking ensemble refits its base models): it has more patients than any fold's, and
+prediction runs one partner instead of one per fold.
 
 ``models.ensemble.EnsembleNet`` applies the same blend; the bundle stores it.
 """
@@ -105,38 +109,46 @@ def fit_partners(
     members,
     network_logits: np.ndarray,
     validated: np.ndarray,
-    refit: bool = False,
+    seed: int = 0,
 ) -> Partners:
-    """Fit one partner per member on its training patients and blend with the trained
-    networks' out-of-fold ``network_logits`` of the ``validated`` development patients.
-    ``refit``: as the trained networks were, each partner is then fitted again on every
-    development patient (the blend keeps what the validation logits chose)."""
+    """Out-of-fold partner logits, the blend, and the partner the bundle keeps.
+
+    As in stacking: for each split of the members (each fold) a partner fitted on its
+    training patients scores its validation patients, and those out-of-fold logits, with
+    the trained networks' ``network_logits`` of the same ``validated`` patients, choose
+    the blend. The partner that is kept is then fitted once on every development patient:
+    more patients than any fold's, and one partner to run at prediction instead of K.
+    """
     name, config = settings.name, settings.config
     x, valid, _ = datamodule.dev["tensors"]
     y_dev = datamodule.y_dev
     logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
-    states = []
-    for member in members:
+    done = set()
+    for member in members:  # the seeds of model.ensemble share their folds: one fit each
+        key = tuple(member.val.tolist()) if member.val is not None else ()
+        if not key or key in done:
+            continue
+        done.add(key)
         net = create_network(name, datamodule.num_channels, datamodule.seq_len, **config)
         train = capped(member.train, settings.max_patients, member.seed)
         net.fit(x[train], valid[train], y_dev[train], seed=member.seed)
-        net.eval()
-        if member.val is not None and len(member.val):
-            with torch.no_grad():
-                logit_sum[member.val] += net(x[member.val], valid[member.val]).double().numpy()
-            count[member.val] += 1
-        if refit:
-            every = capped(np.arange(len(y_dev)), settings.max_patients, member.seed)
-            net.fit(x[every], valid[every], y_dev[every], seed=member.seed)
-        states.append({k: v.detach().cpu() for k, v in net.state_dict().items()})
+        with torch.no_grad():
+            logit_sum[member.val] += net.eval()(x[member.val], valid[member.val]).double().numpy()
+        count[member.val] += 1
+    final = create_network(name, datamodule.num_channels, datamodule.seq_len, **config)
+    every = capped(np.arange(len(y_dev)), settings.max_patients, seed)
+    final.fit(x[every], valid[every], y_dev[every], seed=seed)
+    states = [{k: v.detach().cpu() for k, v in final.state_dict().items()}]
     partner_logits = logit_sum[validated] / np.maximum(count[validated], 1)
     y = y_dev[validated]
     blend = choose_blend(network_logits, partner_logits, y, settings.weight)
     log.info(
-        "partner %s (%d networks): blend = %.2f x trained networks + %.2f x partners, "
-        "validation log loss %.4f (trained networks alone %.4f, partners alone %.4f)",
+        "partner %s (%d out-of-fold fits, then one on all %d development patients): blend = "
+        "%.2f x trained networks + %.2f x partner, validation log loss %.4f (trained "
+        "networks alone %.4f, partner alone %.4f)",
         name,
-        len(states),
+        len(done),
+        len(y_dev),
         blend["weight"],
         1 - blend["weight"],
         blend["val_log_loss"],

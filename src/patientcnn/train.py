@@ -6,9 +6,10 @@
 3. train the members: one per fold of a K-fold cross-validation (or one train /
    validation split) and per seed of ``model.ensemble``, each keeping the weights of its
    lowest validation loss; optionally refit on every development patient;
-4. fit a partner network in closed form beside each member and blend the two
+4. fit a partner network in closed form on each member's fold and blend the two
    (``patientcnn.partner``), then the calibration and the threshold, all on the
-   out-of-fold (validation) logits;
+   out-of-fold (validation) logits; the kept partner is fitted on every development
+   patient;
 5. score the test patients with the ensemble, write the bundle, metrics.json, report.
 """
 
@@ -41,7 +42,7 @@ from patientcnn.models.layers import format_shape_table
 from patientcnn.models.registry import create_network
 from patientcnn.partner import fit_partners, partner_settings
 from patientcnn.recipe import Recipe, plan_recipe, variance_lost_by_averaging
-from patientcnn.report.training import report_training_run
+from patientcnn.report.training import report_training_run, test_subgroups
 from patientcnn.threshold import choose_threshold
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     summary = datamodule.summary()
+    subgroups = test_subgroups(cfg.get("report"), datamodule)
     model_cfg = dict(OmegaConf.to_container(cfg.model, resolve=True))
     n_seeds = model_cfg.pop("ensemble", 1)
     if not (isinstance(n_seeds, int) and n_seeds >= 1):
@@ -136,8 +138,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             partner.name, datamodule.num_channels, datamodule.seq_len, **partner.config
         ).shape_table()
         log.info(
-            "partner %s, fitted in closed form beside each member (on at most %d of its "
-            "training patients); blocks:\n%s",
+            "partner %s, fitted in closed form beside the networks (on at most %d "
+            "patients); blocks:\n%s",
             partner.name,
             partner.max_patients,
             format_shape_table(table),
@@ -154,9 +156,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     )
     partners = None
     if partner:
-        partners = fit_partners(
-            partner, datamodule, members, val_logits, validated, refit=recipe.refit
-        )
+        partners = fit_partners(partner, datamodule, members, val_logits, validated, cfg.seed)
         val_logits = partners.val_logits
     y_val = datamodule.y_dev[validated]
     calibration, threshold, val_prob = calibrate(cfg, val_logits, y_val)
@@ -190,7 +190,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         metrics |= score_test_patients(cfg, ensemble, datamodule, threshold["value"])
         datamodule.select(np.arange(len(datamodule.y_dev)), None)
         report = report_training_run(
-            cfg.get("report"), ensemble, datamodule, output_dir, threshold["value"]
+            cfg.get("report"), ensemble, datamodule, output_dir, threshold["value"], subgroups
         )
     record = {
         "metrics": metrics,

@@ -42,7 +42,7 @@ TAPS = 9
 KERNELS = 84  # choose(9, 3): every placement of the three taps of weight 2
 GOLDEN = (math.sqrt(5) + 1) / 2  # low-discrepancy quantile positions: frac(i * golden ratio)
 RIDGE_PENALTIES = np.logspace(-3, 3, 10)
-PATIENTS = 16  # patients whose kernel outputs are compared with the biases at once
+PATIENTS = 8  # patients whose kernel outputs are compared with the biases at once
 
 
 def kernel_bank() -> torch.Tensor:
@@ -132,7 +132,7 @@ class RandomKernels(nn.Module):
             count = counted.sum(dim=2).clamp(min=1).to(out.dtype)
             for j in range(self.biases_per[i]):
                 above = (out > self.bias[i, :, j, None]) & counted
-                parts.append(above.sum(dim=2).to(out.dtype) / count)
+                parts.append(above.sum(dim=2, dtype=torch.int32).to(out.dtype) / count)
         return torch.cat(parts, dim=1)
 
     @torch.no_grad()

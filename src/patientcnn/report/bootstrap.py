@@ -73,11 +73,11 @@ def bootstrap(
         else:
             point["auroc_difference"] = point["auroc"] - reference[0]
             samples["auroc_difference"] = samples["auroc"] - reference[1]
-        result[name] = {k: _interval(point[k][0], samples[k], tail) for k in samples}
+        result[name] = {k: percentile_interval(point[k][0], samples[k], tail) for k in samples}
     return result
 
 
-def _interval(value: float, samples: np.ndarray, tail: float) -> dict[str, float | None]:
+def percentile_interval(value: float, samples: np.ndarray, tail: float) -> dict[str, float | None]:
     samples = samples[np.isfinite(samples)]
     if not np.isfinite(value) or len(samples) == 0:
         return {"value": None, "low": None, "high": None}

@@ -13,6 +13,13 @@ import numpy as np
 from patientcnn.metrics import calibration_metrics
 from patientcnn.report import plots
 from patientcnn.report.bootstrap import METRICS, bootstrap, format_interval
+from patientcnn.report.subgroups import (
+    CALIBRATION,
+    FIGURES,
+    SMALL_CLASS,
+    SMALL_GROUP,
+    subgroup_figures,
+)
 from patientcnn.report.writer import Block, write_documents
 
 LABELS = {
@@ -51,14 +58,17 @@ def write_report(
     level: float = 0.95,
     notes: tuple[str, ...] = (),
     patients: str = "test patients",
+    subgroups: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Write PNGs, report.md and report.html to ``output_dir``; return the interval record.
 
     ``prob`` is the main model's predicted probability per patient, ``extra_models`` maps
     other model names (e.g. baselines) to theirs for the same patients, and
     ``importance`` is ``permutation_importance``'s result; ``patients`` names the
-    patients in the figure titles. The returned plain dict (for
-    metrics.json) holds each model's point estimates and bootstrap intervals.
+    patients in the figure titles. ``subgroups`` maps a column name to each patient's
+    group (``report.subgroups``): the report then gives the main model's figures per
+    group. The returned plain dict (for metrics.json) holds each model's point estimates
+    and bootstrap intervals, and the subgroup figures.
     """
     folder = Path(output_dir)
     y = np.asarray(y_true).astype(int)
@@ -107,6 +117,11 @@ def write_report(
         ("h2", "Figures"),
         ("figures", [(cap, path.name) for cap, path in figures]),
     ]
+    if subgroups:
+        record["subgroups"] = subgroup_figures(
+            y, probs[model_name], subgroups, threshold, n_resamples, seed, level
+        )
+        blocks += _subgroup_blocks(record["subgroups"], label[model_name])
     if importance is not None:
         plots.importance_plot(folder / "importance.png", importance, time_label)
         blocks += [
@@ -169,3 +184,51 @@ def _importance_line(importance: dict) -> str:
         f"the more the model relies on it. The largest is {top[0]} "
         f"({top[1]['mean']:.3f}). Bars near 0 mean the model ignores that input."
     )
+
+
+def _subgroup_blocks(figures: dict, model: str) -> list[Block]:
+    """A table per subgroup column: one row per group, then the largest gap per figure."""
+    names = {
+        "auroc": "AUROC",
+        "auprc": "AUPRC",
+        "sensitivity": "Sensitivity",
+        "specificity": "Specificity",
+        "calibration_slope": "Calibration slope",
+        "calibration_intercept": "Calibration intercept",
+    }
+    shown = (*FIGURES, *CALIBRATION)
+    blocks: list[Block] = [
+        ("h2", "Subgroups"),
+        (
+            "p",
+            f"The {model}'s figures within each group, with bootstrap intervals over the "
+            f"group's own patients. Groups marked 'few patients' have fewer than "
+            f"{SMALL_GROUP} patients or fewer than {SMALL_CLASS} of either outcome: their "
+            "intervals are wide and their gaps may be chance.",
+        ),
+    ]
+    for column, result in figures.items():
+        rows = []
+        for value, row in result["groups"].items():
+            rows.append(
+                [
+                    value + (" (few patients)" if row["small"] else ""),
+                    str(row["patients"]),
+                    f"{row['prevalence']:.1%}",
+                    *(format_interval(row[k]) for k in shown),
+                ]
+            )
+        gaps = result["largest_gap"]
+        rows.append(
+            [
+                "largest gap",
+                "-",
+                "-" if gaps["prevalence"] is None else f"{gaps['prevalence']:.1%}",
+                *("n/a" if gaps[k] is None else f"{gaps[k]:.3f}" for k in shown),
+            ]
+        )
+        blocks += [
+            ("h3", f"By {column}"),
+            ("table", [column, "Patients", "Prevalence", *(names[k] for k in shown)], rows),
+        ]
+    return blocks

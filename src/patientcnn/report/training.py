@@ -15,6 +15,7 @@ from patientcnn.report.baselines import fit_baselines
 from patientcnn.report.bootstrap import weighted_metrics
 from patientcnn.report.build import write_report
 from patientcnn.report.importance import Predict, permutation_importance
+from patientcnn.report.subgroups import read_subgroups
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,32 @@ DEFAULTS = {
     "importance": True,
     "importance_repeats": 2,
     "time_blocks": 6,
+    "subgroups": [],
 }
+
+
+def report_settings(settings: Mapping | None) -> dict:
+    """The ``report`` config with its defaults; unknown keys are an error."""
+    cfg = {**DEFAULTS, **(settings or {})}
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown report setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+    return cfg
+
+
+def test_subgroups(settings: Mapping | None, datamodule) -> dict[str, np.ndarray] | None:
+    """``report.subgroups`` read for the test patients from the per-patient table that
+    holds their labels (the labels table, or the measurements), before any training, so a
+    misspelt column stops the run at once. None: no subgroups asked for, or no report."""
+    cfg = report_settings(settings)
+    columns = list(cfg["subgroups"] or [])
+    if not (cfg["enabled"] and columns):
+        return None
+    if datamodule.test_measurements is not None:
+        source = datamodule.test_labels or datamodule.test_measurements
+    else:
+        source = datamodule.labels or datamodule.measurements
+    return read_subgroups(source, datamodule.columns["id_col"], columns, datamodule.test_ids)
 
 
 def report_training_run(
@@ -36,6 +62,7 @@ def report_training_run(
     datamodule,
     run_dir: Path,
     threshold: float = 0.5,
+    subgroups: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Write ``run_dir/report/`` for the trained model; return the keys to add to metrics.json.
 
@@ -44,10 +71,7 @@ def report_training_run(
     patient, as the ensemble used them all) and, like the permutation importance, scored
     on the test patients, which nothing was fitted on.
     """
-    cfg = {**DEFAULTS, **(settings or {})}
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"unknown report setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+    cfg = report_settings(settings)
     if not cfg["enabled"]:
         return {}
     predict = predictor(model)
@@ -80,7 +104,7 @@ def report_training_run(
         record["importance"] = importance
     grid = datamodule.grid
     folder = Path(run_dir) / "report"
-    record["confidence_intervals"] = write_report(
+    intervals = write_report(
         folder,
         y_test,
         predict(x_test, valid_test),
@@ -100,7 +124,11 @@ def report_training_run(
         )
         if extra
         else (),
+        subgroups=subgroups,
     )
+    if "subgroups" in intervals:
+        record["subgroups"] = intervals.pop("subgroups")
+    record["confidence_intervals"] = intervals
     record["report"] = str(folder / "report.html")
     log.info("evaluation report: %s", folder / "report.html")
     return record

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from patientcnn.files import atomic_write
 
-# ("h1" | "h2" | "p", text) | ("table", header, rows) | ("figures", [(caption, file), ...])
+# ("h1" | "h2" | "h3" | "p", text) | ("table", header, rows) | ("figures", [(caption, file), ...])
 Block = tuple
 
 
 def render_markdown(blocks: list[Block]) -> str:
     out: list[str] = []
     for kind, *content in blocks:
-        if kind in ("h1", "h2"):
+        if kind in ("h1", "h2", "h3"):
             out.append(f"{'#' * int(kind[1])} {content[0]}")
         elif kind == "p":
             out.append(content[0])
@@ -42,7 +42,7 @@ def render_html(blocks: list[Block], folder: Path) -> str:
     """A self-contained page; images are read from ``folder`` and embedded as data URIs."""
     body: list[str] = []
     for kind, *content in blocks:
-        if kind in ("h1", "h2", "p"):
+        if kind in ("h1", "h2", "h3", "p"):
             body.append(f"<{kind}>{html.escape(content[0]).replace('**', '')}</{kind}>")
         elif kind == "table":
             header, rows = content
