@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from patientcnn.cli import report_user_errors, run_main
+from patientcnn.exit_policy import report_user_errors, run_main
 from patientcnn.config import TRUSTED_TARGETS
 from patientcnn.train import train
 

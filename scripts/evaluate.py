@@ -10,10 +10,10 @@ import hydra
 from omegaconf import DictConfig
 
 from patientcnn.checkpoint import load_bundle
-from patientcnn.cli import report_user_errors, run_main
 from patientcnn.config import TRUSTED_TARGETS
 from patientcnn.errors import UserError
 from patientcnn.evaluate import evaluate_cohort
+from patientcnn.exit_policy import report_user_errors, run_main
 from patientcnn.files import check_input_file, refuse_overwriting_inputs, write_json
 from patientcnn.report import write_report
 from patientcnn.report.subgroups import read_subgroups

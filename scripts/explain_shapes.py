@@ -12,8 +12,8 @@ import hydra
 from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf
 
-from patientcnn.cli import report_user_errors, run_main
 from patientcnn.config import TRUSTED_TARGETS, configured
+from patientcnn.exit_policy import report_user_errors, run_main
 from patientcnn.models.layers import format_shape_table
 from patientcnn.models.registry import create_network, network_config
 

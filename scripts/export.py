@@ -6,8 +6,8 @@ python scripts/export.py checkpoint=.../best.ckpt format=onnx
 import hydra
 from omegaconf import DictConfig
 
-from patientcnn.cli import report_user_errors, run_main
 from patientcnn.config import TRUSTED_TARGETS
+from patientcnn.exit_policy import report_user_errors, run_main
 from patientcnn.export import export_checkpoint
 from patientcnn.files import check_input_file, refuse_overwriting_inputs
 

@@ -7,8 +7,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from patientcnn.cli import report_user_errors, run_main
 from patientcnn.config import TRUSTED_TARGETS
+from patientcnn.exit_policy import report_user_errors, run_main
 from patientcnn.predict import predict_file
 
 
@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> None:
         chunk_rows=cfg.chunk_rows,
         tmp_dir=cfg.tmp_dir,
         progress=cfg.progress,
+        explain=cfg.explain,
     )
 
 

@@ -125,3 +125,15 @@ def test_an_unnamed_optuna_study_is_named_after_what_it_asks(tmp_path):
     assert "already has 1 finished trials" in again.stdout + again.stderr
     names = optuna.get_all_study_names(f"sqlite:///{db}")
     assert len(names) == 2 and all(n.startswith("patientcnn-") for n in names)
+
+
+def test_the_best_trial_gets_the_full_report_afterwards(grid):
+    """A trial's report is cheap in sweeps; --best-report rebuilds the best trial's data
+    and ensemble and writes the full one (baselines included) into <sweep>/best/."""
+    _, out = grid
+    proc = run_cli("scripts/summarize_sweep.py", str(out), "--best-report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = out / "best" / "report" / "report.md"
+    assert page.exists() and "Gradient boosting" in page.read_text()
+    best = pd.read_csv(out / "summary.csv")["trial"].iloc[0]
+    assert f"trial {best} (the best)" in proc.stdout

@@ -83,6 +83,7 @@ def evaluate_cohort(
         grid=scorer.grid,
         positive_label=positive_label,
         duplicates=scorer.duplicates,
+        eav=scorer.eav,
     )
     empty = unusable(cohort.arrays)
     skipped = cohort.arrays.ids[empty].tolist()

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from patientcnn.checkpoint import Bundle
-from patientcnn.chunks import table_columns
 from patientcnn.data.batches import to_channels_first
+from patientcnn.data.chunks import table_columns
+from patientcnn.data.eav import EAVSpec
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, PatientArrays
 from patientcnn.errors import UserError
@@ -81,6 +82,7 @@ class Scorer:
     device: torch.device
     batch_size: int = 1024
     duplicates: str = "error"  # how training combined rows sharing a patient and time
+    eav: EAVSpec | None = None  # training read an entity-attribute-value table
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, device: str = "auto", batch_size: int = 1024) -> Scorer:
@@ -98,12 +100,20 @@ class Scorer:
             device=resolved,
             batch_size=int(batch_size),
             duplicates=str(bundle.data.get("duplicates", "error")),
+            eav=EAVSpec(**bundle.data["eav"]) if bundle.data.get("eav") else None,
         )
 
     @property
     def features(self) -> list[str]:
-        """The raw input columns the model needs, in the training order."""
+        """The raw input columns (EAV: variables) the model needs, in the training order."""
         return list(self.preprocessor.features)
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The columns a new table must have: id, time, and the features (wide) or the
+        variable and value columns (EAV)."""
+        data = [self.eav.variable_col, self.eav.value_col] if self.eav else self.features
+        return [self.columns["id_col"], self.columns["time_col"], *data]
 
     def logits(self, arrays: PatientArrays) -> np.ndarray:
         """(N,) logits for reshaped patients, prepared with the training statistics."""
@@ -115,6 +125,16 @@ class Scorer:
         x = to_channels_first(self.preprocessor.transform(arrays.x, arrays.valid))
         valid = torch.from_numpy(np.ascontiguousarray(arrays.valid))
         return batched_logits(self.model, x, valid, self.batch_size, self.device).numpy()
+
+    def explain(self, arrays: PatientArrays) -> tuple[list[str], list[str]]:
+        """Per patient, the top contributing features and time windows (attributions of
+        the trained networks' logit; ``patientcnn.explain``), as text."""
+        from patientcnn.explain import integrated_gradients, top_contributions
+
+        x = to_channels_first(self.preprocessor.transform(arrays.x, arrays.valid))
+        valid = torch.from_numpy(np.ascontiguousarray(arrays.valid))
+        attributions, _ = integrated_gradients(self.model, x.to(self.device), valid.to(self.device))
+        return top_contributions(attributions, self.preprocessor.output_features)
 
 
 def unusable(arrays: PatientArrays) -> np.ndarray:
@@ -132,18 +152,21 @@ def check_input_columns(path: Path, scorer: Scorer, expected: tuple[str, ...] = 
     """Needed columns must exist (all missing features named at once); extras get a note."""
     columns = table_columns(path)
     id_col, time_col = scorer.columns["id_col"], scorer.columns["time_col"]
-    for role, name in (("id", id_col), ("time", time_col)):
+    roles = [("id", id_col), ("time", time_col)]
+    if scorer.eav:  # the variables are values of a column here, not columns
+        roles += [("variable", scorer.eav.variable_col), ("value", scorer.eav.value_col)]
+    for role, name in roles:
         if name not in columns:
             raise UserError(
                 f"{path}: no {role} column '{name}' (the checkpoint's {role} column); columns "
                 f"are: {', '.join(columns[:20])}{' ...' if len(columns) > 20 else ''}"
             )
-    missing = [f for f in scorer.features if f not in columns]
+    missing = [] if scorer.eav else [f for f in scorer.features if f not in columns]
     if missing:
         raise UserError(
             f"{path}: the model needs feature column(s) that are missing: {', '.join(missing)}"
         )
-    extra = [c for c in columns if c not in {id_col, time_col, *scorer.features, *expected}]
+    extra = [c for c in columns if c not in {*scorer.input_columns, *expected}]
     if extra:
         log.info("%s: ignoring column(s) the model does not use: %s", path, ", ".join(extra))
 

@@ -9,9 +9,11 @@ out-of-fold patients of the 14 quality sets with folds, mean log loss 0.267 (tra
 networks alone) and 0.304 (random kernels alone) against 0.255 for the even blend
 (docs/DEFAULTS.md).
 
-For every fold (or the one split) of the run a partner is fitted on the same training
-patients as the trained networks, so its logits on the fold's validation patients are
-out-of-fold too. Then, on those validation logits only:
+The partner's biases (quantiles of its kernels' outputs; no outcome) are fitted once on
+the development patients, as the standardisation is. For every fold (or the one split)
+of the run a readout is then fitted on the fold's training patients, so the partner's
+logits on the fold's validation patients are out-of-fold. Then, on those validation
+logits only:
 
 1. each side gets its own Platt scaling, which puts both on one log-odds scale;
 2. the blend ``w x networks + (1 - w) x partners`` takes the weight ``w`` (the trained
@@ -20,9 +22,9 @@ out-of-fold too. Then, on those validation logits only:
    one side is useless, and the blend is rarely worse than its better side;
 3. the run's calibration and threshold are then fitted on the blended logits as usual.
 
-The partner the bundle keeps is fitted once more, on every development patient (as a
-stacking ensemble refits its base models): it has more patients than any fold's, and
-prediction runs one partner instead of one per fold.
+The partner the bundle keeps has its readout fitted on every development patient (as a
+stacking ensemble refits its base models): more patients than any fold's, and prediction
+runs one partner instead of one per fold.
 
 ``models.ensemble.EnsembleNet`` applies the same blend; the bundle stores it.
 """
@@ -33,12 +35,12 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from patientcnn.calibration import fit_calibration
 from patientcnn.errors import UserError
 from patientcnn.metrics import logit_log_loss
 from patientcnn.models.registry import closed_form_names, create_network
+from patientcnn.models.rocket import ridge_readout
 
 log = logging.getLogger(__name__)
 
@@ -113,37 +115,46 @@ def fit_partners(
 ) -> Partners:
     """Out-of-fold partner logits, the blend, and the partner the bundle keeps.
 
-    As in stacking: for each split of the members (each fold) a partner fitted on its
+    As in stacking: for each split of the members (each fold) a readout fitted on its
     training patients scores its validation patients, and those out-of-fold logits, with
     the trained networks' ``network_logits`` of the same ``validated`` patients, choose
-    the blend. The partner that is kept is then fitted once on every development patient:
-    more patients than any fold's, and one partner to run at prediction instead of K.
+    the blend. The partner that is kept has its readout fitted on every development
+    patient: more patients than any fold's, and one partner to run at prediction.
+
+    The biases (unsupervised: quantiles of kernel outputs, no outcome) are fitted once,
+    on the development patients like the standardisation; then every patient's features
+    are computed once and each fold's readout is a ridge fit on its rows (seconds).
     """
-    name, config = settings.name, settings.config
     x, valid, _ = datamodule.dev["tensors"]
     y_dev = datamodule.y_dev
-    logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
-    done = set()
+    every = capped(np.arange(len(y_dev)), settings.max_patients, seed)
+    splits, done = [], set()
     for member in members:  # the seeds of model.ensemble share their folds: one fit each
         key = tuple(member.val.tolist()) if member.val is not None else ()
-        if not key or key in done:
-            continue
-        done.add(key)
-        net = create_network(name, datamodule.num_channels, datamodule.seq_len, **config)
-        train = capped(member.train, settings.max_patients, member.seed)
-        net.fit(x[train], valid[train], y_dev[train], seed=member.seed)
-        with torch.no_grad():
-            logit_sum[member.val] += net.eval()(x[member.val], valid[member.val]).double().numpy()
-        count[member.val] += 1
-    final = create_network(name, datamodule.num_channels, datamodule.seq_len, **config)
-    every = capped(np.arange(len(y_dev)), settings.max_patients, seed)
-    final.fit(x[every], valid[every], y_dev[every], seed=seed)
-    states = [{k: v.detach().cpu() for k, v in final.state_dict().items()}]
+        if key and key not in done:
+            done.add(key)
+            splits.append((capped(member.train, settings.max_patients, member.seed), member.val))
+    needed = np.unique(np.concatenate([every, *(np.r_[t, v] for t, v in splits)]))
+    row = np.full(len(y_dev), -1)
+    row[needed] = np.arange(len(needed))
+    net = create_network(
+        settings.name, datamodule.num_channels, datamodule.seq_len, **settings.config
+    )
+    net.fit_biases(x[every], valid[every], seed)
+    features = net.features(x[needed], valid[needed]).double().numpy()
+    logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
+    for train, val in splits:
+        weight, intercept = ridge_readout(features[row[train]], y_dev[train])
+        logit_sum[val] += features[row[val]] @ weight + intercept
+        count[val] += 1
+    net.set_readout(*ridge_readout(features[row[every]], y_dev[every]))
+    states = [{k: v.detach().cpu() for k, v in net.state_dict().items()}]
+    name = settings.name
     partner_logits = logit_sum[validated] / np.maximum(count[validated], 1)
     y = y_dev[validated]
     blend = choose_blend(network_logits, partner_logits, y, settings.weight)
     log.info(
-        "partner %s (%d out-of-fold fits, then one on all %d development patients): blend = "
+        "partner %s (%d out-of-fold readouts, then one on all %d development patients): blend = "
         "%.2f x trained networks + %.2f x partner, validation log loss %.4f (trained "
         "networks alone %.4f, partner alone %.4f)",
         name,
@@ -156,7 +167,7 @@ def fit_partners(
         blend["val_log_loss_partners"],
     )
     return Partners(
-        name, dict(config), states, blend, blended(network_logits, partner_logits, blend)
+        name, dict(settings.config), states, blend, blended(network_logits, partner_logits, blend)
     )
 
 

@@ -4,7 +4,7 @@ The output holds the id column, ``probability`` and ``predicted_label`` (1 when 
 probability reaches the threshold stored in the checkpoint, or the one given). Patients
 without a single observed value of the model's features get no row; they are listed in
 a warning. Large inputs are scored in chunks of whole patients (see
-``patientcnn.chunks``), so rows of one patient may lie anywhere in the file and memory
+``patientcnn.data.chunks``), so rows of one patient may lie anywhere in the file and memory
 does not grow with the file; the output is then ordered by chunk, then by id.
 """
 
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from patientcnn.checkpoint import load_bundle
-from patientcnn.chunks import CHUNKS_PREFIX, patient_chunks
+from patientcnn.data.chunks import CHUNKS_PREFIX, patient_chunks
 from patientcnn.data.cohort import load_measurements
 from patientcnn.errors import UserError
 from patientcnn.files import (
@@ -66,8 +66,12 @@ def predict_file(
     chunk_rows: int = 2_000_000,
     tmp_dir: str | Path | None = None,
     progress: bool = True,
+    explain: bool = False,
 ) -> PredictionSummary:
-    """Score every patient of ``input`` with the checkpoint and write ``output`` atomically."""
+    """Score every patient of ``input`` with the checkpoint and write ``output`` atomically.
+
+    ``explain``: also name each patient's top contributing features and time windows
+    (integrated gradients of the trained networks' logit, ``patientcnn.explain``)."""
     output = Path(output)
     fmt = output_format(output)
     refuse_overwriting_inputs(output, {"input": input, "checkpoint": checkpoint})
@@ -93,7 +97,7 @@ def predict_file(
     skipped: list = []
 
     def write(tmp: Path) -> None:
-        sink = _Sink(tmp, fmt, scorer.columns["id_col"])
+        sink = _Sink(tmp, fmt, scorer.columns["id_col"], explain)
         bar = None  # opened once the first chunk has passed validation: errors print alone
         try:
             for arrays in _read_chunks(Path(input), scorer, int(chunk_rows), tmp_dir, progress):
@@ -104,7 +108,8 @@ def predict_file(
                 bar.total += len(kept.ids)
                 probability = probabilities(scorer.logits(kept))
                 label = (probability >= threshold).astype(np.int8)
-                sink.write(kept.ids, probability, label)
+                reasons = scorer.explain(kept) if explain else None
+                sink.write(kept.ids, probability, label, reasons)
                 counts["patients"] += len(kept.ids)
                 counts["positive"] += int(label.sum())
                 bar.update(len(kept.ids))
@@ -139,8 +144,9 @@ def _read_chunks(
 ):
     """Reshaped patients, one chunk of whole patients at a time."""
     id_col, time_col = scorer.columns["id_col"], scorer.columns["time_col"]
+    numeric = [] if scorer.eav else scorer.features  # EAV values are checked when read
     with patient_chunks(
-        path, id_col, time_col, scorer.features, chunk_rows, tmp_dir, progress
+        path, scorer.input_columns, numeric, chunk_rows, tmp_dir, progress
     ) as files:
         for part in files:
             try:
@@ -151,6 +157,7 @@ def _read_chunks(
                     scorer.features,
                     scorer.grid,
                     duplicates=scorer.duplicates,
+                    eav=scorer.eav,
                 )
             except UserError as err:
                 if part == path:
@@ -169,12 +176,18 @@ def _in_original_file(message: str, part: Path, path: Path) -> str:
 class _Sink:
     """Appends one chunk of results at a time to a CSV or Parquet file."""
 
-    def __init__(self, path: Path, fmt: str, id_col: str) -> None:
-        self.path, self.fmt, self.id_col = path, fmt, id_col
+    def __init__(self, path: Path, fmt: str, id_col: str, explain: bool = False) -> None:
+        self.path, self.fmt, self.id_col, self.explain = path, fmt, id_col, explain
         self.parquet: pq.ParquetWriter | None = None
         self.started = False
 
-    def write(self, ids: np.ndarray, probability: np.ndarray, label: np.ndarray) -> None:
+    def write(
+        self,
+        ids: np.ndarray,
+        probability: np.ndarray,
+        label: np.ndarray,
+        reasons: tuple[list[str], list[str]] | None = None,
+    ) -> None:
         frame = pd.DataFrame(
             {
                 self.id_col: pd.Series(ids, dtype=object),  # text, as in the input
@@ -182,6 +195,10 @@ class _Sink:
                 "predicted_label": label,
             }
         )
+        if self.explain:
+            features, windows = reasons or ([], [])
+            frame["top_features"] = pd.Series(features, dtype=object)
+            frame["top_time_windows"] = pd.Series(windows, dtype=object)
         if self.fmt == "csv":
             mode, header = ("a", False) if self.started else ("w", True)
             csv_safe(frame).to_csv(self.path, mode=mode, header=header, index=False)

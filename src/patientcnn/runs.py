@@ -21,9 +21,9 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from patientcnn.cli import exit_with
 from patientcnn.config import check_targets
 from patientcnn.errors import UserError
+from patientcnn.exit_policy import exit_with
 from patientcnn.files import LOCK_NAME, FolderLock
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from patientcnn.cli import FAILED_TRIAL_FILE  # noqa: E402
 from patientcnn.errors import UserError  # noqa: E402
+from patientcnn.exit_policy import FAILED_TRIAL_FILE  # noqa: E402
 from patientcnn.files import atomic_write, csv_safe  # noqa: E402
 
 LOG_SCALE_SPAN = 100.0  # plot a numeric setting on a log axis when max/min exceeds this

@@ -11,12 +11,14 @@ import pandas as pd
 
 from patientcnn.data import tables
 from patientcnn.data.arrays import is_array_file, load_array_cohort
+from patientcnn.data.eav import EAVSpec, eav_rows
 from patientcnn.data.reshape import GridSpec, PatientArrays, to_arrays
 from patientcnn.errors import UserError
 
 log = logging.getLogger(__name__)
 
 DUPLICATES = ("error", "aggregate")
+HOURS, ANCHOR = "__patientcnn_hours", "__patientcnn_anchor"  # carried through the EAV pivot
 UNMATCHED = ("error", "drop")
 
 
@@ -35,14 +37,18 @@ def load_measurements(
     grid: GridSpec,
     exclude: tuple[str, ...] = (),
     duplicates: str = "error",
+    eav: EAVSpec | None = None,
 ) -> tuple[PatientArrays, pd.DataFrame]:
-    """Read, validate and reshape a long measurement table; also return the raw table.
+    """Read, validate and reshape a long measurement table; also return the raw table
+    (for an EAV table: its wide form).
 
     With ``grid.anchor_col`` each patient's time zero is that column (constant per
     patient, in the same kind of time as ``time_col``) instead of their first row.
     ``duplicates='aggregate'`` combines rows that share a patient and time like rows that
     share a grid step (``grid.agg``); the default 'error' reports them, since they often
-    come from a join gone wrong.
+    come from a join gone wrong. ``eav``: the table is entity-attribute-value (one row
+    per patient, time, variable and value; ``patientcnn.data.eav``), and ``features``
+    are the variables to keep.
     """
     if duplicates not in DUPLICATES:
         raise UserError(f"data.duplicates must be one of {DUPLICATES}, got {duplicates!r}")
@@ -53,11 +59,8 @@ def load_measurements(
         roles["anchor"] = anchor_col
     tables.require_columns(df, path, roles)
     tables.check_ids(df, path, id_col)
-    not_features = [id_col, time_col, *([anchor_col] if anchor_col else []), *exclude]
-    features = tables.resolve_features(df, path, not_features, features)
+    # times are checked on the file's own rows, so that a message names the right row
     hours = tables.time_in_hours(df, path, id_col, time_col, allow_negative=bool(anchor_col))
-    if duplicates == "error":
-        tables.check_duplicate_times(df, path, id_col, time_col, hours)
     anchor = None
     if anchor_col:
         _per_patient(df, path, id_col, anchor_col)
@@ -68,7 +71,26 @@ def load_measurements(
                 f"'{anchor_col}' holds {kinds[1]}; both must be the same kind of time"
             )
         anchor = tables.time_in_hours(df, path, id_col, anchor_col, allow_negative=True)
-    values = tables.feature_matrix(df, path, id_col, features)
+    if eav is not None:
+        carry = tuple(c for c in (anchor_col, *exclude) if c and c in df.columns)
+        timed = df.assign(**{HOURS: hours, ANCHOR: anchor if anchor is not None else hours})
+        df, values, features = eav_rows(
+            timed, path, id_col, time_col, eav, features, (*carry, HOURS, ANCHOR), duplicates
+        )
+        hours, anchor_hours = df.pop(HOURS).to_numpy(), df.pop(ANCHOR).to_numpy()
+        anchor = anchor_hours if anchor is not None else None
+        taken = {id_col, time_col, *carry} & set(features)
+        if taken:
+            raise UserError(
+                f"{path}: variable '{taken.pop()}' has the name of the id, time, label or "
+                "another column; rename it in the data"
+            )
+    else:
+        not_features = [id_col, time_col, *([anchor_col] if anchor_col else []), *exclude]
+        features = tables.resolve_features(df, path, not_features, features)
+        if duplicates == "error":
+            tables.check_duplicate_times(df, path, id_col, time_col, hours)
+        values = tables.feature_matrix(df, path, id_col, features)
     try:
         arrays = to_arrays(df[id_col], hours, values, features, grid, anchor)
     except UserError as err:
@@ -106,6 +128,7 @@ def load_cohort(
     split_col: str | None = None,
     unmatched: str = "error",
     duplicates: str = "error",
+    eav: EAVSpec | None = None,
 ) -> Cohort:
     """Load measurements and labels (a separate table, or a column of the measurements).
 
@@ -119,6 +142,8 @@ def load_cohort(
     if is_array_file(measurements):
         if split_col:
             raise UserError(f"{measurements}: data.split_col needs a table, not an array file")
+        if eav is not None:
+            raise UserError(f"{measurements}: data.format=eav needs a table, not an array file")
         arrays, y_series, source = load_array_cohort(
             measurements, labels, id_col, label_col, features, grid, positive_label
         )
@@ -127,7 +152,7 @@ def load_cohort(
     # the label and split columns are never features, even when a label table is given
     not_features = tuple(c for c in (label_col, split_col) if c)
     arrays, df = load_measurements(
-        measurements, id_col, time_col, features, grid, not_features, duplicates
+        measurements, id_col, time_col, features, grid, not_features, duplicates, eav
     )
     if labels is None:
         tables.require_columns(df, measurements, {"label": label_col})

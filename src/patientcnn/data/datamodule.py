@@ -14,8 +14,9 @@ from sklearn.metrics import roc_auc_score
 
 from patientcnn.data.batches import TensorBatches, to_channels_first, to_device_if_fits
 from patientcnn.data.cohort import Cohort, load_cohort
+from patientcnn.data.eav import eav_spec
 from patientcnn.data.preprocess import Preprocessor
-from patientcnn.data.reshape import GridSpec
+from patientcnn.data.reshape import GridSpec, PatientArrays
 from patientcnn.data.split import carve_test, given_split
 from patientcnn.data.synthetic import read_summary, write_cohort
 from patientcnn.errors import UserError
@@ -59,6 +60,9 @@ class PatientDataModule(pl.LightningDataModule):
         cv_folds: int | None = None,
         test_measurements: str | None = None,
         test_labels: str | None = None,
+        format: str = "wide",  # noqa: A002  (the config key users write: data.format=eav)
+        eav: dict | None = None,
+        min_observed: float = 0.0,
     ) -> None:
         super().__init__()
         self.measurements = measurements
@@ -70,6 +74,12 @@ class PatientDataModule(pl.LightningDataModule):
         self.positive_label = positive_label
         self.split_col = split_col
         self.duplicates = duplicates
+        self.eav = eav_spec(format, eav)
+        if not (isinstance(min_observed, (int, float)) and 0 <= min_observed <= 1):
+            raise UserError(
+                f"data.min_observed must be a share of patients from 0 to 1, got {min_observed!r}"
+            )
+        self.min_observed = float(min_observed)
         self.grid = GridSpec(**(grid or {}))
         self.split_args = {"test": "auto", "seed": 0, **(split or {})}
         self.preprocessor = Preprocessor(**{"step": self.grid.step, **(preprocess or {})})
@@ -132,6 +142,13 @@ class PatientDataModule(pl.LightningDataModule):
             dev_idx, test_idx = carve_test(y, self.split_args["test"], self.split_args["seed"])
             self.test_source = f"{len(test_idx)} patients held out of {self.measurements}"
         dev = cohort.arrays.subset(dev_idx)
+        kept = observed_often(dev, self.min_observed)
+        if kept != dev.features:
+            dev = dev.select_features(kept)
+            if test_cohort is not None:
+                test_cohort.arrays = test_cohort.arrays.select_features(kept)
+            else:
+                cohort.arrays = cohort.arrays.select_features(kept)
         self.preprocessor.fit(dev.x, dev.features, dev.valid)
         self.dev = {"ids": dev.ids, "y": y[dev_idx], "tensors": self._tensors(dev, y[dev_idx])}
         if test_cohort is not None:
@@ -155,6 +172,7 @@ class PatientDataModule(pl.LightningDataModule):
             split_col=self.split_col,
             unmatched=self.unmatched,
             duplicates=self.duplicates,
+            eav=self.eav,
             **self.columns,
         )
 
@@ -209,6 +227,7 @@ class PatientDataModule(pl.LightningDataModule):
             "columns": dict(self.columns),
             "grid": grid.state(),
             "duplicates": self.duplicates,
+            "eav": self.eav.state() if self.eav else None,
             "preprocessor": self.preprocessor.state(),
             "input_channels": self.preprocessor.output_features,
         }
@@ -242,3 +261,30 @@ class PatientDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return self._batches("test")
+
+
+def observed_often(arrays: PatientArrays, min_share: float) -> list[str]:
+    """The features observed at least once in at least ``min_share`` of the patients
+    (``data.min_observed``; fitted on the development patients, never the test ones), and
+    at least once at all; in their order. A dropped feature is logged with its share."""
+    if min_share <= 0:
+        return list(arrays.features)
+    share = (~np.isnan(arrays.x)).any(axis=1).mean(axis=0)
+    kept = [f for f, s in zip(arrays.features, share, strict=True) if s >= min_share and s > 0]
+    dropped = [(f, s) for f, s in zip(arrays.features, share, strict=True) if f not in kept]
+    if not kept:
+        raise UserError(
+            f"no feature is observed in {min_share:.0%} of the development patients "
+            f"(the most: {max(share):.1%}); lower data.min_observed"
+        )
+    if dropped:
+        log.info(
+            "data.min_observed=%g: %d of %d features kept; left out (share of development "
+            "patients with a value): %s",
+            min_share,
+            len(kept),
+            len(arrays.features),
+            ", ".join(f"{f} {s:.1%}" for f, s in dropped[:20])
+            + (" ..." if len(dropped) > 20 else ""),
+        )
+    return kept

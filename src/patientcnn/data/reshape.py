@@ -116,11 +116,27 @@ class PatientArrays:
             self.x[index], self.lengths[index], self.ids[index], self.features, self.align
         )
 
+    def select_features(self, names: list[str]) -> PatientArrays:
+        """The same patients and stays with only the channels ``names``, in that order."""
+        index = [self.features.index(name) for name in names]
+        return PatientArrays(self.x[:, :, index], self.lengths, self.ids, list(names), self.align)
+
+
+@dataclass
+class LongValues:
+    """Observations one per (row, feature) instead of a (rows, features) matrix: an EAV
+    table's values, where a (rows x features) matrix would be almost all empty. ``row``
+    indexes the (patient, time) rows given to ``to_arrays``."""
+
+    row: np.ndarray  # (M,) int64
+    column: np.ndarray  # (M,) int64: index into the features
+    value: np.ndarray  # (M,) float32
+
 
 def to_arrays(
     ids: pd.Series | np.ndarray,
     hours: np.ndarray,
-    values: np.ndarray,
+    values: np.ndarray | LongValues,
     features: list[str],
     grid: GridSpec,
     anchor: np.ndarray | None = None,
@@ -131,10 +147,12 @@ def to_arrays(
     when given, is each row's patient's time zero in the same units. Without it a
     patient's grid starts at their first row. With an anchor only rows inside the window
     are kept, and a stay runs from the anchor to its last row (align=start) or from its
-    first row to the anchor (align=end).
+    first row to the anchor (align=end). ``values`` may be ``LongValues``: then memory
+    follows the observations, not rows x features.
     """
     codes, uniques = factorize_ids(ids)
-    n_patients, n_features = len(uniques), values.shape[1]
+    long = isinstance(values, LongValues)
+    n_patients, n_features = len(uniques), len(features) if long else values.shape[1]
     aggs = grid.aggregations(list(features))
 
     if anchor is None:
@@ -162,7 +180,11 @@ def to_arrays(
             bins = bins + length  # the window is the `length` bins just before the anchor
         lengths = _anchored_lengths(codes, bins, n_patients, length, grid.align)
     keep = (bins >= 0) & (bins < length)
-    if not keep.all():
+    if long:
+        inside = keep[values.row]
+        cell_row, column = values.row[inside], values.column[inside]
+        long_value = values.value[inside]
+    elif not keep.all():
         codes, bins, values, hours = codes[keep], bins[keep], values[keep], hours[keep]
 
     longest = None if anchor is not None or grid.length is not None else int(np.argmax(span))
@@ -175,7 +197,10 @@ def to_arrays(
     )
     flat = codes * length + bins
     size = n_patients * length
-    if _all_distinct(flat, size):
+    if long:  # one cell per (bin, feature); aggregated over the observations only
+        cell = flat[cell_row] * n_features + column
+        x = _aggregate_cells(cell, hours[cell_row], long_value, column, size * n_features, aggs)
+    elif _all_distinct(flat, size):
         x = np.full((size, n_features), np.nan, dtype=np.float32)
         x[flat] = values
     else:
@@ -237,6 +262,33 @@ def _aggregate(
             (np.fmin if agg == "min" else np.fmax).at(result, flat, column)
             out[:, j] = result
     return out
+
+
+def _aggregate_cells(
+    cell: np.ndarray,
+    hours: np.ndarray,
+    value: np.ndarray,
+    column: np.ndarray,
+    n_cells: int,
+    aggs: list[str],
+) -> np.ndarray:
+    """Flat (bins x features) grid of observations given per cell: each cell's values
+    combined by its feature's aggregation, computed over the occupied cells only."""
+    out = np.full(n_cells, np.nan, dtype=np.float32)
+    if _all_distinct_cells(cell):
+        out[cell] = value
+        return out
+    kind = np.asarray(aggs, dtype=object)[column]
+    for agg in sorted(set(aggs)):
+        chosen = kind == agg
+        occupied, index = np.unique(cell[chosen], return_inverse=True)
+        block = value[chosen][:, None]
+        out[occupied] = _aggregate(index, hours[chosen], block, len(occupied), [agg])[:, 0]
+    return out
+
+
+def _all_distinct_cells(cell: np.ndarray) -> bool:
+    return len(np.unique(cell)) == len(cell)
 
 
 def _bin_means(flat: np.ndarray, block: np.ndarray, size: int) -> np.ndarray:

@@ -22,6 +22,10 @@ The network here:
 - ``readout``: one linear logit over the ~``features`` summaries, fitted in closed form by
   ridge regression with its penalty chosen by leave-one-out error (``fit``).
 
+As a closed-form family it offers ``fit_biases`` (unsupervised), ``features`` and
+``set_readout``, so that folds sharing the biases compute the features once
+(``patientcnn.partner``).
+
 The kernels and channel subsets follow from ``seed`` and are stored with the weights.
 """
 
@@ -137,8 +141,14 @@ class RandomKernels(nn.Module):
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor, valid: torch.Tensor, y: np.ndarray, seed: int = 0) -> None:
-        """Fit on training patients: the biases are quantiles of each kernel's outputs on a
-        random patient (positions frac(i x golden ratio)); then the ridge readout."""
+        """Fit on training patients: the biases (``fit_biases``), then the ridge readout."""
+        self.fit_biases(x, valid, seed)
+        self.set_readout(*ridge_readout(self.features(x, valid).double().numpy(), y))
+
+    @torch.no_grad()
+    def fit_biases(self, x: torch.Tensor, valid: torch.Tensor, seed: int = 0) -> None:
+        """The biases: quantiles (at positions frac(i x golden ratio)) of each kernel's
+        outputs on a random patient of ``x``. No outcome is used."""
         generator = torch.Generator().manual_seed(int(seed))
         x = x * valid.unsqueeze(1).to(x.dtype)
         first = 0
@@ -154,10 +164,12 @@ class RandomKernels(nn.Module):
                     values.float(), torch.from_numpy(positions).float()
                 )
                 first += n
-        features = self.features(x, valid).double().numpy()
-        weight, intercept = ridge_readout(features, np.asarray(y))
-        self.readout.weight.copy_(torch.from_numpy(weight)[None].float())
-        self.readout.bias.fill_(intercept)
+
+    @torch.no_grad()
+    def set_readout(self, weight: np.ndarray, intercept: float) -> None:
+        """The linear logit over ``features``: (n_features,) weights and an intercept."""
+        self.readout.weight.copy_(torch.from_numpy(np.asarray(weight))[None].float())
+        self.readout.bias.fill_(float(intercept))
 
     def shape_table(self) -> list[dict]:
         rows = []

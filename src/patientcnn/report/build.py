@@ -59,6 +59,7 @@ def write_report(
     notes: tuple[str, ...] = (),
     patients: str = "test patients",
     subgroups: dict[str, np.ndarray] | None = None,
+    explanations: dict | None = None,
 ) -> dict:
     """Write PNGs, report.md and report.html to ``output_dir``; return the interval record.
 
@@ -67,8 +68,9 @@ def write_report(
     ``importance`` is ``permutation_importance``'s result; ``patients`` names the
     patients in the figure titles. ``subgroups`` maps a column name to each patient's
     group (``report.subgroups``): the report then gives the main model's figures per
-    group. The returned plain dict (for metrics.json) holds each model's point estimates
-    and bootstrap intervals, and the subgroup figures.
+    group. ``explanations`` is ``explain.attribution_summary``'s result: the report
+    then shows the attribution maps. The returned plain dict (for metrics.json) holds
+    each model's point estimates and bootstrap intervals, and the subgroup figures.
     """
     folder = Path(output_dir)
     y = np.asarray(y_true).astype(int)
@@ -128,6 +130,13 @@ def write_report(
             ("h2", "What the model looks at"),
             ("p", _importance_line(importance)),
             ("figures", [("Permutation importance", "importance.png")]),
+        ]
+    if explanations is not None:
+        plots.attribution_plot(folder / "attributions.png", explanations, time_label)
+        blocks += [
+            ("h2", "Which measurements at which times drove the risk"),
+            ("p", _attribution_line(explanations)),
+            ("figures", [("Integrated-gradient attributions", "attributions.png")]),
         ]
     write_documents(blocks, folder)
     return record
@@ -232,3 +241,17 @@ def _subgroup_blocks(figures: dict, model: str) -> list[Block]:
             ("table", [column, "Patients", "Prevalence", *(names[k] for k in shown)], rows),
         ]
     return blocks
+
+
+def _attribution_line(summary: dict) -> str:
+    top = summary["features"][int(np.argmax(summary["mean_abs"].sum(axis=1)))]
+    return (
+        "Integrated gradients: how much each measurement at each time step moved a "
+        "patient's logit, compared with a patient at the training mean of every feature "
+        "(a patient's values add up to their logit's difference from that baseline; the "
+        f"largest deviation from that sum here is {summary['max_delta']:.2g}). The left map "
+        "averages the size of the attributions over the patients; the others are single "
+        "patients, red pushing towards the outcome and blue away from it. The largest on "
+        f"average is {top}. What is attributed is the trained networks' share of the logit: "
+        "the random-kernel partner counts threshold crossings, which have no gradient."
+    )

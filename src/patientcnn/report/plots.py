@@ -189,3 +189,27 @@ def importance_plot(path: Path, importance: dict, time_label: str) -> Path:
         f"mean of {importance['repeats']} shuffles, bars = 1 sd)"
     )
     return save(fig, path)
+
+
+def attribution_plot(path: Path, summary: dict, time_label: str) -> Path:
+    """Heat-maps of integrated-gradient attributions: the cohort's mean absolute value per
+    feature and step (left), then each example patient's signed map (red: towards the
+    outcome, blue: away from it)."""
+    panels = 1 + len(summary["examples"])
+    fig = Figure(
+        figsize=(5.2 * panels, 0.45 * len(summary["features"]) + 2.6), layout="constrained"
+    )
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    cohort = axes[0].imshow(summary["mean_abs"], aspect="auto", cmap="viridis")
+    axes[0].set_title(f"Mean |attribution|, {summary['patients']} patients")
+    fig.colorbar(cohort, ax=axes[0], shrink=0.8)
+    for ax, example in zip(axes[1:], summary["examples"], strict=True):
+        values = example["map"]
+        bound = float(np.abs(values).max()) or 1.0
+        image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
+        ax.set_title(example["title"], fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    for ax in axes:
+        ax.set_yticks(range(len(summary["features"])), summary["features"])
+        ax.set_xlabel(time_label)
+    return save(fig, path)

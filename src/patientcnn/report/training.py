@@ -29,6 +29,8 @@ DEFAULTS = {
     "importance_repeats": 2,
     "time_blocks": 6,
     "subgroups": [],
+    "explanations": True,
+    "explanation_patients": 200,
 }
 
 
@@ -102,6 +104,22 @@ def report_training_run(
             seed=cfg["seed"],
         )
         record["importance"] = importance
+    explanations = None
+    if cfg["explanations"]:
+        from patientcnn.explain import attribution_summary
+
+        explanations = attribution_summary(
+            model,
+            x_test,
+            valid_test,
+            y_test,
+            predict(x_test, valid_test),
+            threshold,
+            list(datamodule.preprocessor.output_features),
+            np.asarray(datamodule.test_ids),
+            cfg["explanation_patients"],
+            cfg["seed"],
+        )
     grid = datamodule.grid
     folder = Path(run_dir) / "report"
     intervals = write_report(
@@ -125,6 +143,7 @@ def report_training_run(
         if extra
         else (),
         subgroups=subgroups,
+        explanations=explanations,
     )
     if "subgroups" in intervals:
         record["subgroups"] = intervals.pop("subgroups")

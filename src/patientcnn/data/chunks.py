@@ -71,17 +71,16 @@ def estimated_rows(path: Path) -> int:
 @contextmanager
 def patient_chunks(
     path: str | Path,
-    id_col: str,
-    time_col: str,
-    features: list[str],
+    columns: list[str],
+    numeric: list[str],
     chunk_rows: int,
     tmp_dir: str | Path | None = None,
     progress: bool = False,
 ) -> Iterator[list[Path]]:
     """Yield files that each hold whole patients: ``[path]`` itself when it is small.
 
-    Only the id, time and feature columns are copied into the partitions, ids as text,
-    features as floats. The partitions live in a hidden folder in ``tmp_dir`` (the
+    Only ``columns`` (the id column first) are copied into the partitions, ids as text,
+    the ``numeric`` ones as floats. The partitions live in a hidden folder in ``tmp_dir`` (the
     caller passes the output's folder by default, never the system temp folder, so
     patient data stays where the user put it). They are removed on exit, also after an
     error or SIGTERM; the folder of a killed process is removed by the next run.
@@ -97,15 +96,13 @@ def patient_chunks(
     remove_stale_temporaries(where, (f"{CHUNKS_PREFIX}*",))
     prefix = f"{CHUNKS_PREFIX}{os.getpid()}-"
     with tempfile.TemporaryDirectory(prefix=prefix, dir=where) as folder:
-        yield _partition(
-            path, id_col, [id_col, time_col, *features], n_parts, Path(folder), rows, progress
-        )
+        yield _partition(path, columns, numeric, n_parts, Path(folder), rows, progress)
 
 
 def _partition(
     path: Path,
-    id_col: str,
     columns: list[str],
+    numeric: list[str],
     n_parts: int,
     folder: Path,
     rows: int,
@@ -114,8 +111,8 @@ def _partition(
     writers: dict[int, pq.ParquetWriter] = {}
     bar = tqdm(total=rows, unit="rows", desc="partitioning", disable=not progress, leave=False)
     try:
-        for batch in _batches(path, columns):
-            ids = batch.column(columns.index(id_col)).to_pandas()
+        for batch in _batches(path, columns, numeric):
+            ids = batch.column(0).to_pandas()
             parts = pd.util.hash_array(ids.astype(str).to_numpy(dtype=object)) % n_parts
             order = np.argsort(parts, kind="stable")
             sorted_parts = parts[order]
@@ -140,7 +137,7 @@ def _partition(
     return sorted(folder.glob("part-*.parquet"))
 
 
-def _batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+def _batches(path: Path, columns: list[str], numeric: list[str]) -> Iterator[pa.RecordBatch]:
     if _is_parquet(path):
         # one row group at a time: iter_batches over the whole file buffers ahead, and its
         # peak memory grew with the file
@@ -155,7 +152,12 @@ def _batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
         convert_options=pacsv.ConvertOptions(
             include_columns=columns,
             # a feature whose first block holds only integers may hold decimals later
-            column_types={columns[0]: pa.string(), **{c: pa.float64() for c in columns[2:]}},
+            # the id, and the columns after id and time that are not numeric (an EAV
+            # table's variable and value), as text: a value column may mix in words
+            column_types={
+                columns[0]: pa.string(),
+                **{c: pa.float64() if c in numeric else pa.string() for c in columns[2:]},
+            },
             strings_can_be_null=False,  # an id 'NA' is an id; an empty one is caught later
         ),
     )
