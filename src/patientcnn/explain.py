@@ -78,13 +78,10 @@ def top_contributions(
 ) -> tuple[list[str], list[str]]:
     """Per patient: the ``top`` features and time windows by absolute attribution, as
     'name (+0.42); ...' (the sign: towards or away from the outcome)."""
-    groups = channel_groups(channels)
-    by_feature = np.stack(
-        [attributions[:, index].sum(axis=(1, 2)) for index in groups.values()], axis=1
-    )
+    per_feature, names = grouped(attributions, channels)
+    by_feature = per_feature.sum(axis=2)
     blocks = time_blocks(attributions.shape[2], n_blocks)
     by_window = np.stack([attributions[:, :, a:b].sum(axis=(1, 2)) for a, b in blocks], axis=1)
-    names = list(groups)
     windows = [f"steps {a}-{b - 1}" for a, b in blocks]
     return _ranked(by_feature, names, top), _ranked(by_window, windows, top)
 
