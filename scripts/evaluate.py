@@ -1,6 +1,7 @@
 """External validation: training's metrics on a new labelled cohort, checkpoint alone.
 
 python scripts/evaluate.py checkpoint=.../best.ckpt data.measurements=m.csv data.labels=y.csv
+    [data.static=static.csv]   (required by a model trained with static covariates)
 """
 
 import logging
@@ -16,7 +17,7 @@ from patientcnn.evaluate import evaluate_cohort
 from patientcnn.exit_policy import report_user_errors, run_main
 from patientcnn.files import check_input_file, refuse_overwriting_inputs, write_json
 from patientcnn.report import write_report
-from patientcnn.report.subgroups import read_subgroups
+from patientcnn.report.subgroups import subgroups_from
 
 log = logging.getLogger("patientcnn.evaluate")
 
@@ -26,7 +27,9 @@ log = logging.getLogger("patientcnn.evaluate")
 def main(cfg: DictConfig) -> None:
     target = Path(cfg.paths.output_dir) / "metrics.json"
     inputs = {"checkpoint": cfg.checkpoint, "measurements": cfg.data.measurements}
-    refuse_overwriting_inputs(target, inputs | {"labels": cfg.data.labels})
+    refuse_overwriting_inputs(
+        target, inputs | {"labels": cfg.data.labels, "static": cfg.data.static}
+    )
     if target.exists() and not cfg.overwrite:
         raise UserError(f"{target} already exists; pass overwrite=true to replace it")
     check_input_file(cfg.checkpoint, "checkpoint")
@@ -40,13 +43,14 @@ def main(cfg: DictConfig) -> None:
         threshold=cfg.threshold,
         device=cfg.device,
         batch_size=cfg.batch_size,
+        static=cfg.data.static,
     )
     record = result.record(cfg.checkpoint, cfg.data.measurements)
     columns = list(cfg.report.get("subgroups") or [])
     subgroups = None
     if cfg.report.enabled and columns:  # read before any report file is written
-        subgroups = read_subgroups(
-            cfg.data.labels or cfg.data.measurements,
+        subgroups = subgroups_from(
+            [cfg.data.static, cfg.data.labels or cfg.data.measurements],
             bundle.data["columns"]["id_col"],
             columns,
             result.ids,

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.exit_policy import report_user_errors, run_main
-from patientcnn.models.layers import format_shape_table
+from patientcnn.models.layers import describe_head, format_shape_table
 from patientcnn.models.registry import create_network, network_config
 
 
@@ -24,6 +24,7 @@ from patientcnn.models.registry import create_network, network_config
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     in_channels, seq_len = cfg.get("in_channels"), cfg.get("seq_len")
+    static_names = []
     with execution_whitelist(TRUSTED_TARGETS):
         if in_channels is None or seq_len is None:
             datamodule = configured(cfg.data, "data", _convert_="all")
@@ -31,11 +32,18 @@ def main(cfg: DictConfig) -> None:
             datamodule.setup()
             in_channels = in_channels or datamodule.num_channels
             seq_len = seq_len or datamodule.seq_len
+            static_names = datamodule.static_features
     # the network alone, from the registry: no LightningModule, so no Lightning import
     name, settings = network_config(OmegaConf.to_container(cfg.model, resolve=True))
-    table = create_network(name, int(in_channels), int(seq_len), **settings).shape_table()
+    if static_names:  # the static covariates join the pooled features, as in training
+        settings["static_features"] = len(static_names)
+    net = create_network(name, int(in_channels), int(seq_len), **settings)
+    table = net.shape_table()
     print(f"input (N, C, L) = (N, {in_channels}, {seq_len}): N patients, C features, L time steps")
     print(format_shape_table(table))
+    head = describe_head(net, static_names)
+    if head:
+        print(head)
     last = table[-1]
     print(
         f"network {cfg.model.net}: pooling '{cfg.model.get('pooling', 'avg')}' over the "

@@ -1,7 +1,7 @@
 """Score new patients with a trained checkpoint alone (see README, "Scoring new patients").
 
     python scripts/predict.py checkpoint=outputs/runs/.../checkpoints/best.ckpt \
-        input=new.csv output=predictions.csv [threshold=0.3] [overwrite=true]
+        input=new.csv output=predictions.csv [static=static.csv] [threshold=0.3] [overwrite=true]
 """
 
 import hydra
@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> None:
         tmp_dir=cfg.tmp_dir,
         progress=cfg.progress,
         explain=cfg.explain,
+        static=cfg.static,
     )
 
 

@@ -62,7 +62,7 @@ def test_datamodule_trains_from_an_npz(tmp_path):
     np.savez(tmp_path / "c.npz", X=x, y=y)
     dm = PatientDataModule(str(tmp_path / "c.npz"), preprocess={"missing_indicators": True})
     dm.setup()
-    xb, valid, yb = next(iter(dm.train_dataloader()))
+    xb, valid, yb, _ = next(iter(dm.train_dataloader()))
     assert xb.shape[1:] == (6, 10) and valid.shape[1] == 10
     assert dm.bundle_state()["input_channels"][:3] == ["feature_0", "feature_1", "feature_2"]
 

@@ -80,8 +80,9 @@ def test_datamodule_serves_channels_first_batches(small_cohort):
     dm.setup()
     train, val = holdout_split(dm.y_dev, 0.2, seed=0)
     dm.select(train, val)
-    x, valid, y = next(iter(dm.train_dataloader()))
+    x, valid, y, static = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 4, 24) and valid.shape == (32, 24) and y.shape == (32,)
+    assert static.shape == (32, 0)  # no static covariate table
     assert x.dtype == torch.float32 and valid.dtype == torch.bool
     assert sum(len(b[2]) for b in dm.train_dataloader()) == len(train)
     dev_ids = dm.dev["ids"]

@@ -76,7 +76,7 @@ class RawLoop:
 
     def __init__(self, cfg: DictConfig, datamodule: PatientDataModule, device: torch.device):
         self.model = model_for(cfg, datamodule).to(device).train()
-        self.x, self.valid, self.y = (t.to(device) for t in datamodule.tensors["train"])
+        self.x, self.valid, self.y = (t.to(device) for t in datamodule.tensors["train"][:3])
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay
         )

@@ -66,13 +66,17 @@ def evaluate_cohort(
     threshold: float | None = None,
     device: str = "auto",
     batch_size: int = 1024,
+    static: str | Path | None = None,
 ) -> Evaluation:
-    """Score a labelled cohort (labels in a table, or a column of the measurements)."""
+    """Score a labelled cohort (labels in a table, or a column of the measurements);
+    ``static``: its static covariate table, required exactly when the model was trained
+    with static covariates."""
     scorer = Scorer.from_bundle(bundle, device=device, batch_size=batch_size)
     threshold = check_threshold(bundle.threshold if threshold is None else threshold)
     columns = scorer.columns
     label_col = label_col or columns["label_col"]
     check_input_columns(Path(measurements), scorer, expected=(label_col,))
+    static_table = scorer.read_static(static)
     cohort = load_cohort(
         measurements,
         labels,
@@ -96,6 +100,7 @@ def evaluate_cohort(
             f"{measurements}: the evaluated patients all have the same outcome; AUROC and "
             "AUPRC need patients of both outcomes"
         )
-    prob = probabilities(scorer.logits(arrays))
+    covariates = scorer.static_inputs(static_table, arrays.ids, static)
+    prob = probabilities(scorer.logits(arrays, covariates))
     metrics = point_metrics(y, prob, threshold)
     return Evaluation(metrics, arrays.ids, y, prob, threshold, skipped)

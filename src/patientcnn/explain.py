@@ -14,7 +14,9 @@ calibration (a monotone map):
   have no gradient, so its share of a blended logit is left out and said so: with a
   blend weight w, the attributions explain w of the networks' part;
 - padded steps are zeroed before the networks and masked inside them, so their
-  attribution is exactly 0.
+  attribution is exactly 0;
+- static covariates (age, sex...) are held at the patient's own values along the path:
+  the attributions explain the series, given the patient's covariates.
 
 Channels that preprocessing derives from a feature (``__observed``,
 ``__time_since_observed``) are summed into that feature for the per-patient summary.
@@ -41,17 +43,25 @@ class NetworksLogit(nn.Module):
         self.members = ensemble.members
         self.scale = float(ensemble.mix[0]) if len(ensemble.partners) else 1.0
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        z = torch.stack([m(x, valid).float() for m in self.members]).mean(dim=0)
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        inputs = (x, valid) if static is None else (x, valid, static)
+        z = torch.stack([m(*inputs).float() for m in self.members]).mean(dim=0)
         return self.scale * z
 
 
 def integrated_gradients(
-    ensemble: nn.Module, x: torch.Tensor, valid: torch.Tensor, batch_size: int = 64
+    ensemble: nn.Module,
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    batch_size: int = 64,
+    static: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, C, L) attributions of the networks' logit, and each patient's convergence
     delta (attributions' sum minus the logit's change from the baseline; ~0 when the
-    path integral is accurate)."""
+    path integral is accurate). ``static``: the patients' (N, S) static covariates, held
+    at their values along the path (the series is what is attributed)."""
     from captum.attr import IntegratedGradients
 
     target = NetworksLogit(ensemble).eval()
@@ -60,10 +70,11 @@ def integrated_gradients(
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size] * valid[start : start + batch_size, None]
         vb = valid[start : start + batch_size]
+        sb = static[start : start + batch_size] if static is not None else None
         attr, delta = method.attribute(
             xb,
             baselines=torch.zeros_like(xb),
-            additional_forward_args=(vb,),
+            additional_forward_args=(vb, sb),
             n_steps=STEPS,
             internal_batch_size=max(len(xb), 1) * 8,
             return_convergence_delta=True,
@@ -112,6 +123,7 @@ def attribution_summary(
     ids: np.ndarray,
     max_patients: int = 200,
     seed: int = 0,
+    static: np.ndarray | None = None,
 ) -> dict:
     """What the report shows: the mean absolute attribution per feature and step over (at
     most ``max_patients`` of) the patients, and the maps of two example patients, the
@@ -126,7 +138,10 @@ def attribution_summary(
         examples["a false negative"] = int(missed[np.argmax(prob[missed])])
     rows = np.unique(np.concatenate([chosen, list(examples.values())]))
     attributions, deltas = integrated_gradients(
-        ensemble, torch.as_tensor(x[rows]), torch.as_tensor(valid[rows])
+        ensemble,
+        torch.as_tensor(x[rows]),
+        torch.as_tensor(valid[rows]),
+        static=torch.as_tensor(static[rows]) if static is not None else None,
     )
     per_feature, features = grouped(attributions, channels)
     position = {int(r): i for i, r in enumerate(rows)}

@@ -4,9 +4,10 @@ The preparation and forward pass (``Scorer``), and the checks and warnings both 
 same way (``check_input_columns``, ``check_threshold``, ``warn_skipped``).
 
 Everything comes from the bundle (column names, grid, preprocessing statistics, feature
-order, weights), never from a training config or training data. The grid and
-preprocessor are rebuilt from their stored state, so fields added to them later flow
-through unchanged.
+order, static covariate encoder, weights), never from a training config or training
+data; the scored patients' static covariates come from their own static table. The
+grid and preprocessor are rebuilt from their stored state, so fields added to them
+later flow through unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from patientcnn.checkpoint import Bundle
@@ -24,6 +26,7 @@ from patientcnn.data.chunks import table_columns
 from patientcnn.data.eav import EAVSpec
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, PatientArrays
+from patientcnn.data.static import StaticEncoder, read_static, static_rows
 from patientcnn.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -60,13 +63,19 @@ def batched_logits(
     valid: torch.Tensor,
     batch_size: int,
     device: torch.device,
+    static: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Logits (N,) on the CPU for (N, C, L) inputs, one batch at a time on ``device``."""
+    """Logits (N,) on the CPU for (N, C, L) inputs (and (N, S) static covariates, for a
+    model that reads them), one batch at a time on ``device``."""
     model.eval()
-    parts = [
-        model(x[i : i + batch_size].to(device), valid[i : i + batch_size].to(device)).float().cpu()
-        for i in range(0, len(x), batch_size)
-    ]
+    parts = []
+    for i in range(0, len(x), batch_size):
+        rows = slice(i, i + batch_size)
+        inputs = (x[rows].to(device), valid[rows].to(device))
+        if static is not None:
+            inputs += (static[rows].to(device),)
+        logits = model(*inputs)
+        parts.append(logits.float().cpu())
     return torch.cat(parts) if parts else torch.empty(0)
 
 
@@ -83,6 +92,7 @@ class Scorer:
     batch_size: int = 1024
     duplicates: str = "error"  # how training combined rows sharing a patient and time
     eav: EAVSpec | None = None  # training read an entity-attribute-value table
+    static: StaticEncoder | None = None  # the fitted static covariate encoder, if any
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, device: str = "auto", batch_size: int = 1024) -> Scorer:
@@ -101,6 +111,11 @@ class Scorer:
             batch_size=int(batch_size),
             duplicates=str(bundle.data.get("duplicates", "error")),
             eav=EAVSpec(**bundle.data["eav"]) if bundle.data.get("eav") else None,
+            static=(
+                StaticEncoder.from_state(bundle.data["static"])
+                if bundle.data.get("static")
+                else None
+            ),
         )
 
     @property
@@ -115,26 +130,73 @@ class Scorer:
         data = [self.eav.variable_col, self.eav.value_col] if self.eav else self.features
         return [self.columns["id_col"], self.columns["time_col"], *data]
 
-    def logits(self, arrays: PatientArrays) -> np.ndarray:
-        """(N,) logits for reshaped patients, prepared with the training statistics."""
+    def read_static(self, path: str | Path | None) -> pd.DataFrame | None:
+        """The static covariate table the model needs (its columns checked), or None for a
+        model trained without one. A missing table, or one given to a model that reads
+        none, is an error."""
+        if self.static is None:
+            if path is not None:
+                raise UserError(
+                    f"{path}: this model was trained without static covariates and cannot use "
+                    "a static table; leave the static table out"
+                )
+            return None
+        if path is None:
+            raise UserError(
+                "this model was trained with static covariates "
+                f"({', '.join(self.static.order)}); give their table (one row per patient) "
+                "with static=<path> (scripts/evaluate.py: data.static=<path>)"
+            )
+        hint = f"The model was trained with the static columns {', '.join(self.static.order)}"
+        return read_static(path, self.columns["id_col"], self.static.order, hint=hint)
+
+    def static_inputs(
+        self, table: pd.DataFrame | None, ids: np.ndarray, path: str | Path | None
+    ) -> np.ndarray | None:
+        """(N, S) encoded static covariates of the patients ``ids`` (None: the model reads
+        none); a patient without a row in the table is an error naming them."""
+        if self.static is None:
+            return None
+        return self.static.transform(static_rows(table, ids, path), path)
+
+    def logits(self, arrays: PatientArrays, static: np.ndarray | None = None) -> np.ndarray:
+        """(N,) logits for reshaped patients, prepared with the training statistics;
+        ``static``: their encoded static covariates (``static_inputs``), if the model
+        reads them."""
         if arrays.x.shape[1] != self.seq_len:
             raise UserError(
                 f"the grid gave {arrays.x.shape[1]} time steps but the model was trained on "
                 f"{self.seq_len}; the checkpoint's grid settings do not match its model"
             )
-        x = to_channels_first(self.preprocessor.transform(arrays.x, arrays.valid))
-        valid = torch.from_numpy(np.ascontiguousarray(arrays.valid))
-        return batched_logits(self.model, x, valid, self.batch_size, self.device).numpy()
+        x, valid, covariates = self._inputs(arrays, static)
+        return batched_logits(
+            self.model, x, valid, self.batch_size, self.device, covariates
+        ).numpy()
 
-    def explain(self, arrays: PatientArrays) -> tuple[list[str], list[str]]:
+    def explain(
+        self, arrays: PatientArrays, static: np.ndarray | None = None
+    ) -> tuple[list[str], list[str]]:
         """Per patient, the top contributing features and time windows (attributions of
-        the trained networks' logit; ``patientcnn.explain``), as text."""
+        the trained networks' logit over the series; the static covariates are held at
+        the patient's values; ``patientcnn.explain``), as text."""
         from patientcnn.explain import integrated_gradients, top_contributions
 
+        x, valid, covariates = self._inputs(arrays, static)
+        attributions, _ = integrated_gradients(
+            self.model,
+            x.to(self.device),
+            valid.to(self.device),
+            static=covariates.to(self.device) if covariates is not None else None,
+        )
+        return top_contributions(attributions, self.preprocessor.output_features)
+
+    def _inputs(self, arrays: PatientArrays, static: np.ndarray | None):
+        if (static is None) != (self.static is None):
+            raise RuntimeError("static covariates must be given exactly when the model reads them")
         x = to_channels_first(self.preprocessor.transform(arrays.x, arrays.valid))
         valid = torch.from_numpy(np.ascontiguousarray(arrays.valid))
-        attributions, _ = integrated_gradients(self.model, x.to(self.device), valid.to(self.device))
-        return top_contributions(attributions, self.preprocessor.output_features)
+        covariates = torch.from_numpy(static) if static is not None else None
+        return x, valid, covariates
 
 
 def unusable(arrays: PatientArrays) -> np.ndarray:

@@ -123,9 +123,11 @@ def fit_partners(
 
     The biases (unsupervised: quantiles of kernel outputs, no outcome) are fitted once,
     on the development patients like the standardisation; then every patient's features
-    are computed once and each fold's readout is a ridge fit on its rows (seconds).
+    are computed once and each fold's readout is a ridge fit on its rows (seconds). The
+    cohort's static covariates, if any, are appended to those features (penalised less:
+    ``models.rocket.ridge_readout``).
     """
-    x, valid, _ = datamodule.dev["tensors"]
+    x, valid, _, static = datamodule.dev["tensors"]
     y_dev = datamodule.y_dev
     every = capped(np.arange(len(y_dev)), settings.max_patients, seed)
     splits, done = [], set()
@@ -137,17 +139,20 @@ def fit_partners(
     needed = np.unique(np.concatenate([every, *(np.r_[t, v] for t, v in splits)]))
     row = np.full(len(y_dev), -1)
     row[needed] = np.arange(len(needed))
-    net = create_network(
-        settings.name, datamodule.num_channels, datamodule.seq_len, **settings.config
-    )
+    static_columns = int(static.shape[1])
+    config = dict(settings.config)
+    if static_columns:  # the static covariates join the kernel summaries in the readout
+        config["static_features"] = static_columns
+    net = create_network(settings.name, datamodule.num_channels, datamodule.seq_len, **config)
     net.fit_biases(x[every], valid[every], seed)
-    features = net.features(x[needed], valid[needed]).double().numpy()
+    features = net.with_static(net.features(x[needed], valid[needed]), static[needed])
+    features = features.double().numpy()
     logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
     for train, val in splits:
-        weight, intercept = ridge_readout(features[row[train]], y_dev[train])
+        weight, intercept = ridge_readout(features[row[train]], y_dev[train], static_columns)
         logit_sum[val] += features[row[val]] @ weight + intercept
         count[val] += 1
-    net.set_readout(*ridge_readout(features[row[every]], y_dev[every]))
+    net.set_readout(*ridge_readout(features[row[every]], y_dev[every], static_columns))
     states = [{k: v.detach().cpu() for k, v in net.state_dict().items()}]
     name = settings.name
     partner_logits = logit_sum[validated] / np.maximum(count[validated], 1)
@@ -166,9 +171,7 @@ def fit_partners(
         blend["val_log_loss_networks"],
         blend["val_log_loss_partners"],
     )
-    return Partners(
-        name, dict(settings.config), states, blend, blended(network_logits, partner_logits, blend)
-    )
+    return Partners(name, config, states, blend, blended(network_logits, partner_logits, blend))
 
 
 def capped(patients: np.ndarray, limit: int, seed: int) -> np.ndarray:

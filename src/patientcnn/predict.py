@@ -1,7 +1,8 @@
 """Batch scoring: a long table of new patients in, one row per patient out, checkpoint alone.
 
 The output holds the id column, ``probability`` and ``predicted_label`` (1 when the
-probability reaches the threshold stored in the checkpoint, or the one given). Patients
+probability reaches the threshold stored in the checkpoint, or the one given). A model
+trained with static covariates needs the patients' static table too (``static``). Patients
 without a single observed value of the model's features get no row; they are listed in
 a warning. Large inputs are scored in chunks of whole patients (see
 ``patientcnn.data.chunks``), so rows of one patient may lie anywhere in the file and memory
@@ -67,14 +68,17 @@ def predict_file(
     tmp_dir: str | Path | None = None,
     progress: bool = True,
     explain: bool = False,
+    static: str | Path | None = None,
 ) -> PredictionSummary:
     """Score every patient of ``input`` with the checkpoint and write ``output`` atomically.
 
     ``explain``: also name each patient's top contributing features and time windows
-    (integrated gradients of the trained networks' logit, ``patientcnn.explain``)."""
+    (integrated gradients of the trained networks' logit, ``patientcnn.explain``).
+    ``static``: the patients' static covariate table (one row per patient), required
+    exactly when the model was trained with static covariates."""
     output = Path(output)
     fmt = output_format(output)
-    refuse_overwriting_inputs(output, {"input": input, "checkpoint": checkpoint})
+    refuse_overwriting_inputs(output, {"input": input, "checkpoint": checkpoint, "static": static})
     if output.exists() and not overwrite:
         raise UserError(f"{output} already exists; pass overwrite=true to replace it")
     check_input_file(checkpoint, "checkpoint")
@@ -87,6 +91,7 @@ def predict_file(
     )
     scorer = Scorer.from_bundle(bundle, device=device, batch_size=batch_size)
     check_input_columns(Path(input), scorer)
+    static_table = scorer.read_static(static)
     if int(chunk_rows) < 1:
         raise UserError(f"chunk_rows must be a positive integer, got {chunk_rows}")
 
@@ -106,9 +111,10 @@ def predict_file(
                 skipped.extend(arrays.ids[empty].tolist())
                 kept = arrays.subset(np.flatnonzero(~empty))
                 bar.total += len(kept.ids)
-                probability = probabilities(scorer.logits(kept))
+                covariates = scorer.static_inputs(static_table, kept.ids, static)
+                probability = probabilities(scorer.logits(kept, covariates))
                 label = (probability >= threshold).astype(np.int8)
-                reasons = scorer.explain(kept) if explain else None
+                reasons = scorer.explain(kept, covariates) if explain else None
                 sink.write(kept.ids, probability, label, reasons)
                 counts["patients"] += len(kept.ids)
                 counts["positive"] += int(label.sum())

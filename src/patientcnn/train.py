@@ -38,7 +38,7 @@ from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
 from patientcnn.inference import batched_logits, probabilities, resolve_device
 from patientcnn.metrics import calibration_metrics, point_metrics
-from patientcnn.models.layers import format_shape_table
+from patientcnn.models.layers import describe_head, format_shape_table
 from patientcnn.models.registry import create_network
 from patientcnn.partner import fit_partners, partner_settings
 from patientcnn.recipe import Recipe, plan_recipe, variance_lost_by_averaging
@@ -103,6 +103,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     datamodule.batch_size = recipe.batch_size
     if recipe.downsample > 1:  # a network setting the recipe chose; the bundle stores it
         model_cfg["downsample"] = recipe.downsample
+    if datamodule.num_static:  # the head reads the encoded static covariates too
+        model_cfg["static_features"] = datamodule.num_static
     log.info(
         "cohort: %d development patients (prevalence %.3f), %d test patients (%s), "
         "%d timesteps, features: %s",
@@ -113,16 +115,24 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         summary["timesteps"],
         ", ".join(summary["features"]),
     )
+    if datamodule.num_static:
+        log.info(
+            "static covariates from %s (encoded on the development patients): %s",
+            datamodule.static,
+            ", ".join(datamodule.static_features),
+        )
     log.info("%s", recipe.describe())
     members = plan_members(datamodule, recipe, n_seeds, int(cfg.seed))
     first = build_model(model_cfg, datamodule.num_channels, datamodule.seq_len, 1.0)
     table = first.net.shape_table()
+    head = describe_head(first.net, datamodule.static_features)
     log.info(
-        "network %s, input (N, C, L) = (batch, %d channels, %d steps); blocks:\n%s",
+        "network %s, input (N, C, L) = (batch, %d channels, %d steps); blocks:\n%s%s",
         model_cfg.get("net", "cnn"),
         datamodule.num_channels,
         datamodule.seq_len,
         format_shape_table(table),
+        f"\n{head}" if head else "",
     )
     receptive = table[-1]["receptive_field"]
     if receptive > datamodule.seq_len:
@@ -134,8 +144,9 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         )
     partner = partner_settings(OmegaConf.to_container(cfg.get("partner") or {}, resolve=True))
     if partner:  # settings a partner cannot take fail here, before any training
+        static = {"static_features": datamodule.num_static} if datamodule.num_static else {}
         table = create_network(
-            partner.name, datamodule.num_channels, datamodule.seq_len, **partner.config
+            partner.name, datamodule.num_channels, datamodule.seq_len, **partner.config, **static
         ).shape_table()
         log.info(
             "partner %s, fitted in closed form beside the networks (on at most %d "
@@ -253,8 +264,8 @@ def score_test_patients(cfg, ensemble, datamodule, threshold: float) -> dict[str
     """``test/*`` figures of the ensemble on the test patients (nothing was fitted on them)."""
     on_cpu = str(cfg.trainer.get("accelerator", "auto")) == "cpu"
     device = torch.device("cpu") if on_cpu else resolve_device("auto")
-    x, valid, y = datamodule.tensors["test"]
-    logits = batched_logits(ensemble.to(device), x, valid, 1024, device).numpy()
+    x, valid, y, static = datamodule.tensors["test"]
+    logits = batched_logits(ensemble.to(device), x, valid, 1024, device, static).numpy()
     metrics = {
         f"test/{k}": v
         for k, v in point_metrics(y.numpy(), probabilities(logits), threshold).items()
@@ -316,9 +327,11 @@ def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume)
         raise UserError(f"member {member.name}: training saved no checkpoint")
     raw = torch.load(best, map_location="cpu", weights_only=True)
     model.load_state_dict(raw["state_dict"])
-    x, valid, _ = datamodule.tensors["val"]
+    x, valid, _, static = datamodule.tensors["val"]
     val_logits = (
-        batched_logits(model, x, valid, 1024, torch.device("cpu")).numpy().astype(np.float64)
+        batched_logits(model, x, valid, 1024, torch.device("cpu"), static)
+        .numpy()
+        .astype(np.float64)
     )
     record = {
         "member": member.name,

@@ -18,6 +18,7 @@ from patientcnn.data.eav import eav_spec
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, PatientArrays
 from patientcnn.data.split import carve_test, given_split
+from patientcnn.data.static import StaticEncoder, read_static, static_rows
 from patientcnn.data.synthetic import read_summary, write_cohort
 from patientcnn.errors import UserError
 
@@ -35,9 +36,15 @@ class PatientDataModule(pl.LightningDataModule):
     patients train and which validate is the training task's choice (``select``): one
     split, or each fold of a cross-validation in turn.
 
+    ``static``: a per-patient table of static covariates (``patientcnn.data.static``;
+    ``static_columns`` chooses them, ``static_categorical`` one-hot encodes numeric
+    codes), encoded with statistics of the development patients only and served beside
+    the series; ``test_static`` holds the test table's patients (None: ``static``).
+    Every split is ``(x, valid, y, static)``, ``static`` (N, S) with S = 0 without one.
+
     ``synthetic`` (``make_cohort`` arguments plus a ``name`` used only in the file paths)
-    makes ``prepare_data`` write the synthetic cohort to ``measurements``/``labels`` when
-    those files do not exist yet or were made with other arguments.
+    makes ``prepare_data`` write the synthetic cohort to ``measurements``/``labels`` (and
+    ``static``) when those files do not exist yet or were made with other arguments.
     """
 
     def __init__(
@@ -63,6 +70,10 @@ class PatientDataModule(pl.LightningDataModule):
         format: str = "wide",  # noqa: A002  (the config key users write: data.format=eav)
         eav: dict | None = None,
         min_observed: float = 0.0,
+        static: str | None = None,
+        static_columns: list[str] | None = None,
+        static_categorical: list[str] | None = None,
+        test_static: str | None = None,
     ) -> None:
         super().__init__()
         self.measurements = measurements
@@ -83,6 +94,17 @@ class PatientDataModule(pl.LightningDataModule):
         self.grid = GridSpec(**(grid or {}))
         self.split_args = {"test": "auto", "seed": 0, **(split or {})}
         self.preprocessor = Preprocessor(**{"step": self.grid.step, **(preprocess or {})})
+        self.static = static
+        self.test_static = test_static
+        self.static_columns = list(static_columns) if static_columns else None
+        if static is None and (static_columns or static_categorical or test_static):
+            raise UserError(
+                "data.static_columns, static_categorical and test_static need a static "
+                "table: set data.static=<path>"
+            )
+        self.static_encoder = (
+            StaticEncoder(categorical=static_categorical) if static is not None else None
+        )
         self.unmatched = unmatched
         self.batch_size = int(batch_size)
         self.synthetic = {k: v for k, v in synthetic.items() if k != "name"} if synthetic else None
@@ -101,7 +123,8 @@ class PatientDataModule(pl.LightningDataModule):
             return
         folder = Path(self.measurements).parent
         existing = read_summary(folder)
-        files_exist = all(Path(p).exists() for p in (self.measurements, self.labels))
+        files = (self.measurements, self.labels, *([self.static] if self.static else []))
+        files_exist = all(Path(p).exists() for p in files)
         if existing and existing["params"] == self.synthetic and files_exist:
             return
         log.info("writing the synthetic cohort to %s", folder)
@@ -150,15 +173,18 @@ class PatientDataModule(pl.LightningDataModule):
             else:
                 cohort.arrays = cohort.arrays.select_features(kept)
         self.preprocessor.fit(dev.x, dev.features, dev.valid)
-        self.dev = {"ids": dev.ids, "y": y[dev_idx], "tensors": self._tensors(dev, y[dev_idx])}
         if test_cohort is not None:
-            test = self._tensors(test_cohort.arrays, test_cohort.y)
-            self.test_ids = test_cohort.arrays.ids
+            test_part, test_y = test_cohort.arrays, test_cohort.y
         else:
-            part = cohort.arrays.subset(test_idx)
-            test = self._tensors(part, y[test_idx])
-            self.test_ids = part.ids
-        self.tensors["test"] = test
+            test_part, test_y = cohort.arrays.subset(test_idx), y[test_idx]
+        dev_static, test_static = self._static_covariates(dev.ids, test_part.ids)
+        self.dev = {
+            "ids": dev.ids,
+            "y": y[dev_idx],
+            "tensors": self._tensors(dev, y[dev_idx], dev_static),
+        }
+        self.test_ids = test_part.ids
+        self.tensors["test"] = self._tensors(test_part, test_y, test_static)
         self.index = {"dev": dev_idx, "test": test_idx}
         self.select(np.arange(len(dev_idx)), None)  # until the task chooses: all train
 
@@ -176,20 +202,44 @@ class PatientDataModule(pl.LightningDataModule):
             **self.columns,
         )
 
-    def _tensors(self, part, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _static_covariates(
+        self, dev_ids: np.ndarray, test_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The encoded static covariates of the development and test patients: (N, S)
+        each, S = 0 without a static table. The encoder is fitted on the development
+        patients' rows only; the test patients' rows are only transformed."""
+        if self.static_encoder is None:
+            return np.zeros((len(dev_ids), 0), np.float32), np.zeros((len(test_ids), 0), np.float32)
+        id_col = self.columns["id_col"]
+        not_covariates = tuple(c for c in (self.columns["label_col"], self.split_col) if c)
+        table = read_static(self.static, id_col, self.static_columns, not_covariates)
+        dev_rows = static_rows(table, dev_ids, self.static)
+        self.static_encoder.fit(dev_rows, self.static)
+        test_path = self.test_static or self.static
+        if self.test_static is not None:
+            columns = list(self.static_encoder.order)
+            table = read_static(self.test_static, id_col, columns, not_covariates)
+        test_rows = static_rows(table, test_ids, test_path)
+        return (
+            self.static_encoder.transform(dev_rows, self.static),
+            self.static_encoder.transform(test_rows, test_path),
+        )
+
+    def _tensors(self, part, y: np.ndarray, static: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """``(x (N, C, L), valid (N, L), y (N,), static (N, S))`` of reshaped patients."""
         x = self.preprocessor.transform(part.x, part.valid)
         return (
             to_channels_first(x),
             torch.from_numpy(part.valid.copy()),
             torch.from_numpy(y.astype(np.float32)),
+            torch.from_numpy(np.ascontiguousarray(static, dtype=np.float32)),
         )
 
     def select(self, train: np.ndarray, val: np.ndarray | None) -> None:
         """Train on development positions ``train``, validate on ``val`` (None: no validation)."""
-        x, valid, y = self.dev["tensors"]
-        self.tensors["train"] = (x[train], valid[train], y[train])
+        self.tensors["train"] = tuple(t[train] for t in self.dev["tensors"])
         if val is not None:
-            self.tensors["val"] = (x[val], valid[val], y[val])
+            self.tensors["val"] = tuple(t[val] for t in self.dev["tensors"])
         else:
             self.tensors.pop("val", None)
         self.placed = {k: v for k, v in self.placed.items() if k[0] == "test"}
@@ -201,6 +251,16 @@ class PatientDataModule(pl.LightningDataModule):
     @property
     def num_channels(self) -> int:
         return len(self.preprocessor.output_features)
+
+    @property
+    def num_static(self) -> int:
+        """The number of encoded static covariates (0 without a static table)."""
+        return len(self.static_features)
+
+    @property
+    def static_features(self) -> list[str]:
+        """The encoded static covariates' names (``age``, ``sex=F``...), in input order."""
+        return self.static_encoder.output_features if self.static_encoder else []
 
     @property
     def seq_len(self) -> int:
@@ -216,12 +276,14 @@ class PatientDataModule(pl.LightningDataModule):
             "test_source": self.test_source,
             "timesteps": self.seq_len,
             "features": list(self.cohort.arrays.features),
+            "static_features": self.static_features,
         }
 
     def bundle_state(self) -> dict:
         """What inference needs to turn a new table into this model's input (plain types):
         the columns, the fitted grid (its length is the training sequence length), how rows
-        sharing a time were combined, and the fitted preprocessing."""
+        sharing a time were combined, the fitted preprocessing and the fitted static
+        covariate encoder (None without a static table)."""
         grid = dataclasses.replace(self.grid, length=self.seq_len)
         return {
             "columns": dict(self.columns),
@@ -230,6 +292,7 @@ class PatientDataModule(pl.LightningDataModule):
             "eav": self.eav.state() if self.eav else None,
             "preprocessor": self.preprocessor.state(),
             "input_channels": self.preprocessor.output_features,
+            "static": self.static_encoder.state() if self.static_encoder else None,
         }
 
     def ceiling_auroc(self) -> float | None:

@@ -240,7 +240,7 @@ def resolve_features(
                 f"{path}: {', '.join(clash)} cannot be both a feature and the id/time/label column"
             )
         return list(features)
-    chosen = [c for c in df.columns if c not in exclude and _looks_numeric(df[c])]
+    chosen = [c for c in df.columns if c not in exclude and looks_numeric(df[c])]
     if not chosen:
         others = [c for c in df.columns if c not in exclude]
         raise UserError(
@@ -250,7 +250,7 @@ def resolve_features(
     return chosen
 
 
-def _looks_numeric(column: pd.Series) -> bool:
+def looks_numeric(column: pd.Series) -> bool:
     """Numeric, or text that is mostly numbers (so a stray word is reported, not dropped)."""
     if pd.api.types.is_numeric_dtype(column):
         return True
@@ -319,7 +319,7 @@ def time_in_hours(
     such as labs drawn before admission, may precede it).
     """
     column = df[time_col]
-    numeric = _looks_numeric(column) and not pd.api.types.is_bool_dtype(column)
+    numeric = looks_numeric(column) and not pd.api.types.is_bool_dtype(column)
     if numeric:
         parsed = pd.to_numeric(column, errors="coerce")  # numbers with a stray word
         _check_parsed(df, path, id_col, time_col, column, parsed.isna())

@@ -26,7 +26,9 @@ class Classifier(pl.LightningModule):
 
     ``pos_weight`` scales the loss of positive patients (the train task sets it to the
     negatives-per-positive ratio when the config says 'auto'), so a rare outcome is not
-    ignored. ``**net_config`` are the network family's own settings (see its module).
+    ignored. ``**net_config`` are the network family's own settings (see its module),
+    ``static_features`` among them when the cohort has static covariates. Batches are
+    ``(x, valid, y, static)`` (``static`` (N, 0) without covariates) or ``(x, valid, y)``.
     """
 
     def __init__(
@@ -72,8 +74,10 @@ class Classifier(pl.LightningModule):
         name, config = network_config(dict(self.hparams))
         return {"name": name, "config": config}
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        return self.net(x, valid)
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.net(x, valid, static)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=self.pos_weight)
@@ -91,8 +95,8 @@ class Classifier(pl.LightningModule):
         Python calls it makes per step, see docs/BENCHMARKS.md); one sum on the device and
         one ``self.log`` per epoch give the same value without a host sync.
         """
-        x, valid, y = batch
-        loss = self._loss(self(x, valid), y)
+        x, valid, y, static = unpack(batch)
+        loss = self._loss(self(x, valid, static), y)
         self.train_loss_sum += loss.detach() * len(y)
         self.train_count += len(y)
         bad = ~torch.isfinite(loss.detach()) & (self.first_bad_step < 0)  # no host sync
@@ -114,8 +118,8 @@ class Classifier(pl.LightningModule):
             self.log("train/loss", self.train_loss_sum / self.train_count, prog_bar=True)
 
     def _evaluate(self, batch: tuple[torch.Tensor, ...], metrics, stage: str) -> None:
-        x, valid, y = batch
-        logits = self(x, valid)
+        x, valid, y, static = unpack(batch)
+        logits = self(x, valid, static)
         self.log(f"{stage}/loss", self._loss(logits, y), prog_bar=stage == "val", batch_size=len(y))
         metrics.update(torch.sigmoid(logits.float()), y.int())
 
@@ -155,6 +159,13 @@ class Classifier(pl.LightningModule):
                 "lr_scheduler": {"scheduler": schedule, "monitor": "val/loss"},
             }
         return {"optimizer": optimizer}
+
+
+def unpack(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """``(x, valid, y, static)`` of a batch; a batch of three (no static covariates)
+    gets ``static=None``."""
+    x, valid, y, *rest = batch
+    return x, valid, y, (rest[0] if rest else None)
 
 
 def warmup_cosine(total_steps: int, warmup: float):

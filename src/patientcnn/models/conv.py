@@ -172,6 +172,7 @@ class ConvNet(nn.Module):
         pooling: str = "avgmax",
         depth: int | None = None,
         width: int | None = None,
+        static_features: int = 0,
     ) -> None:
         super().__init__()
         self.specs = layer_specs(
@@ -185,15 +186,18 @@ class ConvNet(nn.Module):
         )
         self.lengths = check_fits(self.specs, seq_len)
         self.blocks = nn.ModuleList(ConvBlock(s, norm, activation, dropout) for s in self.specs)
-        self.head = PooledHead(self.specs[-1].out_channels, pooling, dropout)
+        self.head = PooledHead(self.specs[-1].out_channels, pooling, dropout, static_features)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """x: (N, C, L) float, valid: (N, L) bool, one contiguous run per patient -> logits (N,)."""
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: (N, C, L) float, valid: (N, L) bool, one contiguous run per patient, static:
+        (N, S) covariates when the network reads S > 0 of them -> logits (N,)."""
         start, end = valid_interval(valid)
         x = x * valid.unsqueeze(1).to(x.dtype)  # padded steps are zeros, whatever was there
         for block in self.blocks:
             x, start, end = block(x, start, end)
-        return self.head(x, steps_mask(start, end, x.shape[2]))
+        return self.head(x, steps_mask(start, end, x.shape[2]), static)
 
     def shape_table(self) -> list[dict]:
         """Per layer: what goes in, what comes out, how far back in time it sees."""

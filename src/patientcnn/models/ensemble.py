@@ -3,9 +3,9 @@
 The mean of the members' logits, blended with the mean of the partners' logits when the
 run fitted partners (``w (a z + b) + (1 - w) (c z' + d)``, see ``patientcnn.partner``),
 goes through the calibration (``scale * z + shift``, or the isotonic knots; see
-``patientcnn.calibration``), so ``EnsembleNet(x, valid)`` returns the calibrated logit
-that predict, evaluate, the report and export all use. A single network is an ensemble
-of one.
+``patientcnn.calibration``), so ``EnsembleNet(x, valid[, static])`` returns the
+calibrated logit that predict, evaluate, the report and export all use. A single network
+is an ensemble of one.
 """
 
 from __future__ import annotations
@@ -37,17 +37,22 @@ class EnsembleNet(nn.Module):
         self.register_buffer("knots_x", torch.tensor(knots_x, dtype=torch.float32))
         self.register_buffer("knots_p", torch.tensor(knots_p, dtype=torch.float32))
 
-    def member_logits(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def member_logits(
+        self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(N,) mean of the members' raw logits (blended with the partners'), before
-        calibration."""
-        z = torch.stack([m(x, valid).float() for m in self.members]).mean(dim=0)
+        calibration. ``static``: the (N, S) static covariates, for networks that read them."""
+        inputs = (x, valid) if static is None else (x, valid, static)
+        z = torch.stack([m(*inputs).float() for m in self.members]).mean(dim=0)
         if len(self.partners) == 0:
             return z
-        z_partners = torch.stack([m(x, valid).float() for m in self.partners]).mean(dim=0)
+        z_partners = torch.stack([m(*inputs).float() for m in self.partners]).mean(dim=0)
         return self.mix[0] * z + self.mix[1] * z_partners + self.mix[2]
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        z = self.member_logits(x, valid)
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        z = self.member_logits(x, valid, static)
         if not self.isotonic:
             return self.scale * z + self.shift
         # the straight lines between the knots, flat beyond the ends (numpy's interp):

@@ -5,7 +5,8 @@ convolutions of different lengths on it in parallel (``kernel_size``, half and a
 quarter of it, made odd: 39, 19, 9 by default) beside a 3-step max-pool followed by a
 1x1 convolution, and concatenates the four branches (4 x ``width`` channels) before
 BatchNorm and ReLU. Every third module adds a residual connection from three modules
-back. Masked global average pooling and one linear logit follow. The paper's network
+back. Masked global average pooling (joined by the static covariates, if any) and one
+linear logit follow. The paper's network
 is 6 modules of width 32; ``InceptionTime`` in that paper is an ensemble of 5 of them
 (``model.ensemble=5`` here).
 """
@@ -48,6 +49,7 @@ class InceptionTime(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
         pooling: str = "avg",
+        static_features: int = 0,
     ) -> None:
         super().__init__()
         positive_int("depth", depth)
@@ -71,14 +73,18 @@ class InceptionTime(nn.Module):
         self.shortcuts = nn.ModuleList(shortcuts)
         self.residual = bool(residual)
         self.act = make_activation(activation)
-        self.head = PooledHead(c_in, pooling, dropout)
+        self.head = PooledHead(c_in, pooling, dropout, static_features)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.training and bool(valid.all()):
-            return self._forward(x, None)  # no padding in this batch: skip the masking
-        return self._forward(x * valid.unsqueeze(1).to(x.dtype), valid.unsqueeze(1))
+            return self._forward(x, None, static)  # no padding in this batch: skip the masking
+        return self._forward(x * valid.unsqueeze(1).to(x.dtype), valid.unsqueeze(1), static)
 
-    def _forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``mask`` (N, 1, L), or None when no step is padding; padded steps of x are 0."""
         residual = x
         for d, module in enumerate(self.inception):
@@ -88,7 +94,7 @@ class InceptionTime(nn.Module):
                 if mask is not None:
                     x = x * mask.to(x.dtype)
                 residual = x
-        return self.head(x, mask)
+        return self.head(x, mask, static)
 
     def shape_table(self) -> list[dict]:
         rows, receptive = [], 1

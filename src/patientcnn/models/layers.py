@@ -23,6 +23,11 @@ from patientcnn.errors import UserError
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
 NORMS = ("batch", "layer", "none")
 POOLINGS = ("avg", "max", "avgmax")
+# Static covariates enter the head multiplied by this: Adam moves every weight by about the
+# learning rate per step, so a covariate worth one logit per standard deviation would need
+# ~1000 steps at lr 1e-3 from its zero start; times 10 it needs ~100, as the convolutional
+# features (products of several layers' weights) do. Stored with the weights (a buffer).
+STATIC_GAIN = 10.0
 
 
 def steps_mask(start: torch.Tensor, end: torch.Tensor, length: int) -> torch.Tensor:
@@ -156,18 +161,60 @@ class MaxPool3(torch.autograd.Function):
 
 
 class PooledHead(nn.Module):
-    """Masked global pooling over time, dropout, one linear logit per patient."""
+    """Masked global pooling over time, the static covariates joined, dropout, one linear
+    logit per patient.
 
-    def __init__(self, channels: int, pooling: str, dropout: float) -> None:
+    ``static_features`` > 0: the (N, S) static covariates (age, sex...; encoded by
+    ``patientcnn.data.static``) are concatenated to the pooled convolutional features, so
+    the linear layer reads ``width = pooled + S`` inputs. Their weights start at 0 (a
+    covariate has no effect until training finds one) and they enter scaled by
+    ``STATIC_GAIN`` (see there), so that they are learned in as many steps as the series.
+    """
+
+    def __init__(
+        self, channels: int, pooling: str, dropout: float, static_features: int = 0
+    ) -> None:
         super().__init__()
         check_choice("pooling", pooling, POOLINGS)
         self.pooling = pooling
-        self.width = channels * (2 if pooling == "avgmax" else 1)
+        self.pooled = channels * (2 if pooling == "avgmax" else 1)
+        self.static_features = static_width(static_features)
+        self.width = self.pooled + self.static_features
         self.drop = nn.Dropout(dropout)
         self.linear = nn.Linear(self.width, 1)
+        with torch.no_grad():  # a covariate starts with no effect, so its weight moves from 0
+            self.linear.weight[:, self.pooled :] = 0.0  # in the direction of its gradient
+        if self.static_features:
+            self.register_buffer("static_gain", torch.tensor(STATIC_GAIN))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.linear(self.drop(masked_pool(x, mask, self.pooling))).squeeze(1)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        features = masked_pool(x, mask, self.pooling)
+        if self.static_features:
+            if static is None:
+                raise ValueError(
+                    f"this network was trained with {self.static_features} static covariates; "
+                    "pass them as forward(x, valid, static)"
+                )
+            features = torch.cat([features, static.to(features.dtype) * self.static_gain], dim=1)
+        return self.linear(self.drop(features)).squeeze(1)
+
+    def describe(self, static_names: list[str] | None = None) -> str:
+        """One line: what the linear layer reads (the head's input), and its output."""
+        pooled = {"avg": "average", "max": "maximum", "avgmax": "average and maximum"}
+        text = f"head: (N, {self.pooled}) pooled features ({pooled[self.pooling]} over real steps)"
+        if self.static_features:
+            names = f": {', '.join(static_names)}" if static_names else ""
+            text += f" + (N, {self.static_features}) static covariates{names}"
+            text += f" = (N, {self.width})"
+        return text + f" -> Linear ({self.width + 1:,} params) -> (N,) logits"
+
+
+def describe_head(net: nn.Module, static_names: list[str] | None = None) -> str | None:
+    """The head line of a network built with a ``PooledHead``; None for one without."""
+    head = next((m for m in net.modules() if isinstance(m, PooledHead)), None)
+    return head.describe(static_names) if head is not None else None
 
 
 class MaskedStack(nn.Module):
@@ -177,12 +224,14 @@ class MaskedStack(nn.Module):
     blocks: nn.ModuleList
     head: PooledHead
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
         mask = valid.unsqueeze(1)
         x = x * mask.to(x.dtype)  # padded steps are zeros, whatever was there
         for block in self.blocks:
             x = block(x, mask)
-        return self.head(x, mask)
+        return self.head(x, mask, static)
 
 
 def align_start(x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,9 +273,11 @@ class Downsampled(nn.Module):
         self.factor = positive_int("downsample", factor)
         self.seq_len = seq_len
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
         means, count = window_means(*align_start(x, valid), self.factor)
-        return self.net(means, count > 0)
+        return self.net(means, count > 0, static)
 
     def shape_table(self) -> list[dict]:
         rows = self.net.shape_table()
@@ -275,6 +326,13 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"model.{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def static_width(value: object) -> int:
+    """The number of static covariates a network reads beside the series (0: none)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"model.static_features must be a whole number >= 0, got {value!r}")
     return value
 
 

@@ -5,8 +5,10 @@ bundle rebuilds its network without running anything the file names. A new famil
 one module in this package that decorates its class with ``@register("name")`` (and is
 imported in ``_FAMILIES`` below) plus one yaml in ``configs/model/``.
 
-Every network takes ``x`` (N, C, L) and ``valid`` (N, L) and returns logits (N,);
-padded steps never change a patient's logit. ``shape_table()`` lists its blocks.
+Every network takes ``x`` (N, C, L) and ``valid`` (N, L), and ``static`` (N, S) when it
+was built with ``static_features=S`` > 0 (per-patient covariates joined before the
+head), and returns logits (N,); padded steps never change a patient's logit.
+``shape_table()`` lists its blocks.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ class ResNet(MaskedStack):
         activation: str = "relu",
         dropout: float = 0.0,
         pooling: str = "avg",
+        static_features: int = 0,
     ) -> None:
         super().__init__()
         kernels = [positive_int("kernel_size", k) for k in _as_list(kernel_size)]
@@ -52,7 +53,7 @@ class ResNet(MaskedStack):
             blocks.append(ResidualBlock(c_in, width, kernels, dilation, groups, norm, activation))
             c_in = width
         self.blocks = nn.ModuleList(blocks)
-        self.head = PooledHead(c_in, pooling, dropout)
+        self.head = PooledHead(c_in, pooling, dropout, static_features)
 
     def shape_table(self) -> list[dict]:
         rows, receptive = [], 1

@@ -19,12 +19,14 @@ The network here:
   the kernels ('same' zero padding) count every real step, the other half only the steps
   whose taps all lie on real steps. Padded steps are zeroed and never counted, so the
   padding around a patient never changes the patient's features;
-- ``readout``: one linear logit over the ~``features`` summaries, fitted in closed form by
-  ridge regression with its penalty chosen by leave-one-out error (``fit``).
+- ``readout``: one linear logit over the ~``features`` summaries (and the
+  ``static_features`` static covariates appended to them, when the cohort has any),
+  fitted in closed form by ridge regression with its penalty chosen by leave-one-out
+  error (``fit``).
 
-As a closed-form family it offers ``fit_biases`` (unsupervised), ``features`` and
-``set_readout``, so that folds sharing the biases compute the features once
-(``patientcnn.partner``).
+As a closed-form family it offers ``fit_biases`` (unsupervised), ``features``,
+``with_static`` and ``set_readout``, so that folds sharing the biases compute the
+features once (``patientcnn.partner``).
 
 The kernels and channel subsets follow from ``seed`` and are stored with the weights.
 """
@@ -39,13 +41,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patientcnn.models.layers import positive_int, steps_mask, valid_interval
+from patientcnn.models.layers import positive_int, static_width, steps_mask, valid_interval
 from patientcnn.models.registry import register
 
 TAPS = 9
 KERNELS = 84  # choose(9, 3): every placement of the three taps of weight 2
 GOLDEN = (math.sqrt(5) + 1) / 2  # low-discrepancy quantile positions: frac(i * golden ratio)
 RIDGE_PENALTIES = np.logspace(-3, 3, 10)
+# The static covariates' columns are scaled by this after standardisation, so that the one
+# ridge penalty, sized for thousands of kernel summaries, does not shrink the few covariates
+# to nothing (a penalty 100x smaller for them)
+STATIC_BOOST = 10.0
 PATIENTS = 8  # patients whose kernel outputs are compared with the biases at once
 
 
@@ -81,6 +87,7 @@ class RandomKernels(nn.Module):
         features: int = 10000,
         max_dilations: int = 32,
         seed: int = 0,
+        static_features: int = 0,
     ) -> None:
         super().__init__()
         positive_int("features", features)
@@ -102,10 +109,24 @@ class RandomKernels(nn.Module):
         interior = (torch.arange(len(self.dilations))[:, None] + torch.arange(KERNELS)) % 2 == 1
         self.register_buffer("interior", interior)
         self.n_features = KERNELS * sum(self.biases_per)
-        self.readout = nn.Linear(self.n_features, 1)
+        self.static_features = static_width(static_features)
+        self.readout = nn.Linear(self.n_features + self.static_features, 1)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.features(x, valid)).squeeze(1)
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.readout(self.with_static(self.features(x, valid), static)).squeeze(1)
+
+    def with_static(self, features: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
+        """The readout's input: the kernel summaries, then the static covariates (if any)."""
+        if not self.static_features:
+            return features
+        if static is None:
+            raise ValueError(
+                f"this network was fitted with {self.static_features} static covariates; "
+                "pass them as forward(x, valid, static)"
+            )
+        return torch.cat([features, static.to(features.dtype)], dim=1)
 
     def kernel_outputs(self, i: int, x: torch.Tensor, valid: torch.Tensor):
         """The (N, 84, L) outputs of the kernels at dilation ``self.dilations[i]`` and the
@@ -140,10 +161,18 @@ class RandomKernels(nn.Module):
         return torch.cat(parts, dim=1)
 
     @torch.no_grad()
-    def fit(self, x: torch.Tensor, valid: torch.Tensor, y: np.ndarray, seed: int = 0) -> None:
+    def fit(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        y: np.ndarray,
+        seed: int = 0,
+        static: torch.Tensor | None = None,
+    ) -> None:
         """Fit on training patients: the biases (``fit_biases``), then the ridge readout."""
         self.fit_biases(x, valid, seed)
-        self.set_readout(*ridge_readout(self.features(x, valid).double().numpy(), y))
+        features = self.with_static(self.features(x, valid), static)
+        self.set_readout(*ridge_readout(features.double().numpy(), y, self.static_features))
 
     @torch.no_grad()
     def fit_biases(self, x: torch.Tensor, valid: torch.Tensor, seed: int = 0) -> None:
@@ -167,7 +196,8 @@ class RandomKernels(nn.Module):
 
     @torch.no_grad()
     def set_readout(self, weight: np.ndarray, intercept: float) -> None:
-        """The linear logit over ``features``: (n_features,) weights and an intercept."""
+        """The linear logit over ``features`` (and the static covariates): (n_features + S,)
+        weights and an intercept."""
         self.readout.weight.copy_(torch.from_numpy(np.asarray(weight))[None].float())
         self.readout.bias.fill_(float(intercept))
 
@@ -203,7 +233,7 @@ class RandomKernels(nn.Module):
                 "length_in": self.seq_len,
                 "length_out": 1,
                 "receptive_field": rows[-1]["receptive_field"],
-                "params": self.n_features + 1,
+                "params": self.n_features + self.static_features + 1,
             }
         )
         return rows
@@ -219,14 +249,20 @@ def random_channels(channels: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(channels, generator=generator)[:size]
 
 
-def ridge_readout(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+def ridge_readout(
+    features: np.ndarray, y: np.ndarray, static_columns: int = 0
+) -> tuple[np.ndarray, float]:
     """Weights and intercept of a ridge regression of +-1 outcomes on standardised features,
-    its penalty chosen by leave-one-out error; returned in the raw features' units."""
+    its penalty chosen by leave-one-out error; returned in the raw features' units. The
+    last ``static_columns`` columns (static covariates) are penalised less (STATIC_BOOST)."""
     from sklearn.linear_model import RidgeClassifierCV
 
     mean = features.mean(axis=0)
     scale = features.std(axis=0)
     scale[scale == 0] = 1.0
-    ridge = RidgeClassifierCV(alphas=RIDGE_PENALTIES).fit((features - mean) / scale, y)
-    weight = ridge.coef_.ravel() / scale
+    boost = np.ones(features.shape[1])
+    if static_columns:
+        boost[-static_columns:] = STATIC_BOOST
+    ridge = RidgeClassifierCV(alphas=RIDGE_PENALTIES).fit((features - mean) / scale * boost, y)
+    weight = ridge.coef_.ravel() * boost / scale
     return weight, float(ridge.intercept_[0] - weight @ mean)

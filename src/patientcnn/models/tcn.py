@@ -39,6 +39,7 @@ class TCN(MaskedStack):
         activation: str = "relu",
         dropout: float = 0.1,
         pooling: str = "avgmax",
+        static_features: int = 0,
     ) -> None:
         super().__init__()
         positive_int("depth", depth)
@@ -55,7 +56,7 @@ class TCN(MaskedStack):
             )
             c_in = width
         self.blocks = nn.ModuleList(blocks)
-        self.head = PooledHead(width, pooling, dropout)
+        self.head = PooledHead(width, pooling, dropout, static_features)
 
     def shape_table(self) -> list[dict]:
         rows, receptive = [], 1

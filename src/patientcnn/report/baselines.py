@@ -48,11 +48,16 @@ def fit_baselines(
     evaluate: dict[str, tuple[np.ndarray, np.ndarray]],
     pos_weight: float,
     seed: int = 0,
+    static: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Fit both baselines on ``train`` = (x, valid, y); return {model: {split: probabilities}}."""
+    """Fit both baselines on ``train`` = (x, valid, y); return {model: {split: probabilities}}.
+
+    ``static``: the encoded static covariates of ``"train"`` and of each evaluated split,
+    appended to the summary statistics (the CNN reads them too)."""
+    static = static or {}
     x, valid, y = train
     y = np.asarray(y).astype(int)
-    features = summary_statistics(x, valid)
+    features = _with_static(summary_statistics(x, valid), static.get("train"))
     weight = np.where(y == 1, pos_weight, 1.0)
     models = {
         "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
@@ -64,7 +69,10 @@ def fit_baselines(
         "logistic_regression": {"logisticregression__sample_weight": weight},
         "gradient_boosting": {"sample_weight": weight},
     }
-    inputs = {split: summary_statistics(xs, vs) for split, (xs, vs) in evaluate.items()}
+    inputs = {
+        split: _with_static(summary_statistics(xs, vs), static.get(split))
+        for split, (xs, vs) in evaluate.items()
+    }
     out: dict[str, dict[str, np.ndarray]] = {}
     # One thread: on a few thousand rows OpenMP threads gain nothing, and on a busy
     # machine they spin against each other (40x slower on 2 shared cores, measured).
@@ -73,3 +81,9 @@ def fit_baselines(
             model.fit(features, y, **fit_args[name])
             out[name] = {split: model.predict_proba(f)[:, 1] for split, f in inputs.items()}
     return out
+
+
+def _with_static(features: np.ndarray, static: np.ndarray | None) -> np.ndarray:
+    if static is None or not static.shape[1]:
+        return features
+    return np.hstack([features, np.asarray(static, dtype=np.float64)])

@@ -1,12 +1,12 @@
 """Does the model work equally well for women and men, for the old and the young?
 
-For each subgroup column (a per-patient column of the labels table, e.g. sex or an age
-band) and each of its values: the number of patients, the prevalence, AUROC, AUPRC,
-sensitivity and specificity at the threshold, and the calibration slope and intercept,
-each with a bootstrap interval over the group's own patients; then the largest gap
-between the groups of the column for each figure. Groups too small for stable figures
-are flagged, never hidden: a missing group would hide exactly the patients a reader
-should worry about.
+For each subgroup column (a per-patient column of the static covariate table or of the
+labels table, e.g. sex or an age band) and each of its values: the number of patients,
+the prevalence, AUROC, AUPRC, sensitivity and specificity at the threshold, and the
+calibration slope and intercept, each with a bootstrap interval over the group's own
+patients; then the largest gap between the groups of the column for each figure. Groups
+too small for stable figures are flagged, never hidden: a missing group would hide
+exactly the patients a reader should worry about.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from patientcnn.data import tables
+from patientcnn.data.chunks import table_columns
 from patientcnn.errors import UserError
 from patientcnn.metrics import calibration_metrics
 from patientcnn.report.bootstrap import bootstrap, percentile_interval, resample_weights
@@ -27,6 +28,36 @@ SMALL_GROUP = 30  # fewer patients than this, or
 SMALL_CLASS = 5  # fewer of either outcome than this: the group is flagged
 CALIBRATION_RESAMPLES = 200  # a logistic fit per resample: fewer resamples than the rest
 MISSING = "(missing)"
+
+
+def subgroups_from(
+    sources: list[str | Path | None], id_col: str, columns: list[str], ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``read_subgroups`` from several per-patient tables: each column from the first of
+    ``sources`` that has it (the static covariate table, then the labels table), else
+    from the last one (whose reader names a missing column). None sources are skipped."""
+    *earlier, last = [s for s in sources if s is not None]
+    wanted: dict[str | Path, list[str]] = {}
+    for column in columns:
+        source = next((s for s in earlier if column in table_columns(s)), last)
+        wanted.setdefault(source, []).append(column)
+    absent = [c for c in wanted.get(last, []) if earlier and c not in _columns(last)]
+    if absent:
+        raise UserError(
+            f"report.subgroups column '{absent[0]}' is in none of "
+            f"{', '.join(map(str, [*earlier, last]))}; name a per-patient column of one of them"
+        )
+    groups = {}
+    for source, names in wanted.items():
+        groups |= read_subgroups(source, id_col, names, ids)
+    return {column: groups[column] for column in columns}
+
+
+def _columns(source: str | Path) -> list[str]:
+    try:
+        return table_columns(source)
+    except UserError:  # an array file has no columns; read_subgroups names the problem
+        return []
 
 
 def read_subgroups(

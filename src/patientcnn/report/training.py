@@ -15,7 +15,7 @@ from patientcnn.report.baselines import fit_baselines
 from patientcnn.report.bootstrap import weighted_metrics
 from patientcnn.report.build import write_report
 from patientcnn.report.importance import Predict, permutation_importance
-from patientcnn.report.subgroups import read_subgroups
+from patientcnn.report.subgroups import subgroups_from
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,23 @@ def report_settings(settings: Mapping | None) -> dict:
 
 
 def test_subgroups(settings: Mapping | None, datamodule) -> dict[str, np.ndarray] | None:
-    """``report.subgroups`` read for the test patients from the per-patient table that
-    holds their labels (the labels table, or the measurements), before any training, so a
-    misspelt column stops the run at once. None: no subgroups asked for, or no report."""
+    """``report.subgroups`` read for the test patients from the static covariate table or
+    the per-patient table that holds their labels (the labels table, or the
+    measurements), before any training, so a misspelt column stops the run at once. None:
+    no subgroups asked for, or no report."""
     cfg = report_settings(settings)
     columns = list(cfg["subgroups"] or [])
     if not (cfg["enabled"] and columns):
         return None
     if datamodule.test_measurements is not None:
         source = datamodule.test_labels or datamodule.test_measurements
+        static = datamodule.test_static or datamodule.static
     else:
         source = datamodule.labels or datamodule.measurements
-    return read_subgroups(source, datamodule.columns["id_col"], columns, datamodule.test_ids)
+        static = datamodule.static
+    return subgroups_from(
+        [static, source], datamodule.columns["id_col"], columns, datamodule.test_ids
+    )
 
 
 def report_training_run(
@@ -76,16 +81,24 @@ def report_training_run(
     cfg = report_settings(settings)
     if not cfg["enabled"]:
         return {}
-    predict = predictor(model)
     split = {
         name: [t.cpu().numpy() for t in datamodule.tensors[name]] for name in datamodule.tensors
     }
-    x_test, valid_test, y_test = split["test"]
+    x_test, valid_test, y_test, static_test = split["test"]
+    static_test = static_test if static_test.shape[1] else None
+    predict = predictor(model, static=static_test)  # the test patients' covariates, in order
     record: dict = {}
     extra = {}
     if cfg["baselines"]:
         pos_weight = float(getattr(model, "hparams", {}).get("pos_weight", 1.0))
-        probs = fit_baselines(split["train"], {"test": split["test"][:2]}, pos_weight, cfg["seed"])
+        x, valid, y, static = split["train"]
+        probs = fit_baselines(
+            (x, valid, y),
+            {"test": (x_test, valid_test)},
+            pos_weight,
+            cfg["seed"],
+            static={"train": static, "test": split["test"][3]},
+        )
         record["baselines"] = {
             name: _point_metrics({s: split[s][2] for s in by_split}, by_split, threshold)
             for name, by_split in probs.items()
@@ -97,7 +110,9 @@ def report_training_run(
     elif cfg["importance"]:
         importance = permutation_importance(
             predict,
-            *split["test"],
+            x_test,
+            valid_test,
+            y_test,
             channels=list(datamodule.preprocessor.output_features),
             n_blocks=cfg["time_blocks"],
             repeats=cfg["importance_repeats"],
@@ -119,6 +134,7 @@ def report_training_run(
             np.asarray(datamodule.test_ids),
             cfg["explanation_patients"],
             cfg["seed"],
+            static=static_test,
         )
     grid = datamodule.grid
     folder = Path(run_dir) / "report"
@@ -137,8 +153,10 @@ def report_training_run(
         level=cfg["level"],
         notes=(
             "Baselines: logistic regression and gradient boosting on per-feature mean, std, "
-            "min, max, last value and slope, fitted on the same training patients with the "
-            "same preprocessing and class weight as the CNN.",
+            "min, max, last value and slope"
+            + (" and the static covariates" if static_test is not None else "")
+            + ", fitted on the same training patients with the same preprocessing and "
+            "class weight as the CNN.",
         )
         if extra
         else (),
@@ -153,14 +171,20 @@ def report_training_run(
     return record
 
 
-def predictor(model: torch.nn.Module, batch_size: int = 1024) -> Predict:
-    """``model(x, valid) -> logits`` as a numpy function returning probabilities."""
+def predictor(
+    model: torch.nn.Module, batch_size: int = 1024, static: np.ndarray | None = None
+) -> Predict:
+    """``model(x, valid[, static]) -> logits`` as a numpy function of ``(x, valid)``
+    returning probabilities; ``static``: the (N, S) covariates of the patients it is
+    called with (the same patients in the same order: shuffling the series between
+    patients, as permutation importance does, keeps each patient's covariates)."""
     model.eval()
     device = next(model.parameters()).device
+    covariates = torch.as_tensor(static) if static is not None else None
 
     def predict(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
         logits = batched_logits(
-            model, torch.as_tensor(x), torch.as_tensor(valid), batch_size, device
+            model, torch.as_tensor(x), torch.as_tensor(valid), batch_size, device, covariates
         )
         return probabilities(logits)
 
