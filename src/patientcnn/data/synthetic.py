@@ -10,6 +10,14 @@ every patient is written too, and its AUROC is the ceiling any model can reach.
 ``irregular=True`` writes the same cohort as a raw export would look: date-time stamps
 at irregular minutes since a per-patient admission time, rows dropped, stays that end
 early; the grid and the preprocessing have to undo that.
+
+``static=True`` gives every patient an age and a sex (``static.csv``, age empty for 3 %
+of them). Both move the outcome risk (older and male: higher), and in women the vitals
+show a deterioration at ``WEAK_SIGNAL`` of its strength, so the series predict worse
+for them: the subgroup a report by sex should reveal. ``eav=True`` writes the
+measurements as an entity-attribute-value export (``patient_id, time, variable,
+value``, one row per observed value), as MIMIC ``chartevents`` comes. Both are opt-in;
+without them the cohort is the same, draw for draw, as before they existed.
 """
 
 from __future__ import annotations
@@ -37,6 +45,11 @@ SIGNALS = [
 BASE_RISK = 0.03  # outcome risk of a patient who does not deteriorate
 RISK_SLOPE = 5.7  # log-odds per unit of deterioration severity
 LAB_OBSERVED = 0.3  # a lab is drawn in about one hour out of three
+AGE_MEAN, AGE_SD = 64.0, 15.0  # static=True: age in years, clipped to 18-95
+AGE_EFFECT = 0.7  # log-odds per decade of age above the mean
+SEX_EFFECT = 0.4  # log-odds: + for men, - for women
+WEAK_SIGNAL = 0.4  # women's vitals show this share of the deterioration
+AGE_MISSING = 0.03  # share of patients whose age is not recorded
 
 
 def make_cohort(
@@ -48,8 +61,11 @@ def make_cohort(
     trend_strength: float = 2.5,
     seed: int = 0,
     irregular: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Return (measurements, labels, truth) as long-format DataFrames."""
+    static: bool = False,
+    eav: bool = False,
+) -> dict[str, pd.DataFrame]:
+    """The cohort's tables as DataFrames: ``measurements``, ``labels``, ``truth`` (and
+    ``static`` with ``static=True``); ``missing_fraction`` of the wide measurements."""
     rng = np.random.default_rng(seed)
     n, length = int(n_patients), int(n_steps)
     signals = [*SIGNALS, *[(f"signal_{k}", 0.0, 1.0, +1, 0.0, False) for k in range(8, n_features)]]
@@ -63,12 +79,19 @@ def make_cohort(
     deteriorates = rng.random(n) < fraction
     severity = np.where(deteriorates, rng.uniform(0.3, 1.0, n), 0.0)
     onset = rng.integers(length // 6, length - max(length // 6, 2), n)
-    true_risk = _sigmoid(intercept + RISK_SLOPE * severity)
+    logit = intercept + RISK_SLOPE * severity
+    shown = np.ones(n)  # the share of the deterioration the vitals show
+    if static:  # its own generator: the draws below are the same with or without it
+        covariates, effect, shown = _static_covariates(np.random.default_rng([seed, 14]), n)
+        logit = logit + effect
+    true_risk = _sigmoid(logit)
     label = (rng.random(n) < true_risk).astype(np.int64)
 
     hours = np.arange(length)
     ramp = np.clip((hours[None, :] - onset[:, None]) / (length - onset[:, None]), 0, 1)
     drift = trend_strength * severity[:, None] * ramp  # (n, L) in units of the spread
+    if static:
+        drift = drift * shown[:, None]
 
     values = np.empty((n, length, len(signals)))
     for j, (_, centre, spread, direction, strength, is_lab) in enumerate(signals):
@@ -90,7 +113,38 @@ def make_cohort(
     truth = pd.DataFrame({"patient_id": ids, "true_risk": true_risk})
     if irregular:
         measurements = _as_raw_export(measurements, rng, n, length)
-    return measurements, labels, truth
+    tables = {"labels": labels, "truth": truth}
+    tables["missing_fraction"] = float(
+        measurements.select_dtypes("number").isna().to_numpy().mean()
+    )
+    if static:
+        tables["static"] = covariates.assign(patient_id=ids)[["patient_id", "age", "sex"]]
+    tables["measurements"] = _as_eav(measurements) if eav else measurements
+    return tables
+
+
+def _static_covariates(
+    rng: np.random.Generator, n: int
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Age and sex per patient, their effect on the outcome's log-odds, and the share of
+    the deterioration each patient's vitals show (``WEAK_SIGNAL`` in women)."""
+    age = np.clip(np.round(rng.normal(AGE_MEAN, AGE_SD, n)), 18, 95)
+    female = rng.random(n) < 0.5
+    effect = AGE_EFFECT * (age - AGE_MEAN) / 10 + np.where(female, -SEX_EFFECT, SEX_EFFECT)
+    recorded = pd.array(age.astype(np.int64), dtype="Int64")
+    recorded[rng.random(n) < AGE_MISSING] = pd.NA
+    covariates = pd.DataFrame({"age": recorded, "sex": np.where(female, "F", "M")})
+    return covariates, effect, np.where(female, WEAK_SIGNAL, 1.0)
+
+
+def _as_eav(measurements: pd.DataFrame) -> pd.DataFrame:
+    """A wide table as EAV rows: one per observed (patient, time, variable) value."""
+    keys = [
+        c for c in measurements.columns if c in ("patient_id", "time", "charttime", "admit_time")
+    ]
+    long = measurements.melt(id_vars=keys, var_name="variable", value_name="value")
+    long = long.dropna(subset=["value"])
+    return long.sort_values(keys[:2], kind="stable").reset_index(drop=True)
 
 
 def _as_raw_export(
@@ -112,17 +166,21 @@ def _as_raw_export(
 
 
 def write_cohort(folder: str | Path, **params: object) -> dict:
-    """Write measurements.csv, labels.csv, truth.csv and cohort.json; return the summary."""
+    """Write measurements.csv, labels.csv, truth.csv (static.csv with ``static=True``) and
+    cohort.json; return the summary."""
     folder = Path(folder)
-    measurements, labels, truth = make_cohort(**params)
-    for name, table in (("measurements", measurements), ("labels", labels), ("truth", truth)):
-        atomic_write(folder / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
+    tables = make_cohort(**params)
+    labels, truth = tables["labels"], tables["truth"]
+    for name in ("measurements", "labels", "truth", "static"):
+        if name in tables:
+            table = tables[name]
+            atomic_write(folder / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False))
     summary = {
         "params": dict(params),
         "n_patients": len(labels),
         "prevalence": float(labels["label"].mean()),
         "ceiling_auroc": float(roc_auc_score(labels["label"], truth["true_risk"])),
-        "missing_fraction": float(measurements.select_dtypes("number").isna().to_numpy().mean()),
+        "missing_fraction": tables["missing_fraction"],
     }
     write_json(folder / "cohort.json", summary)
     return summary
