@@ -39,7 +39,7 @@ class NetworksLogit(nn.Module):
     def __init__(self, ensemble: nn.Module) -> None:
         super().__init__()
         self.members = ensemble.members
-        self.scale = float(ensemble.mix[0]) if len(ensemble.partners) else 1.0
+        self.scale = float(ensemble.mix[0])  # 1 without partners
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         z = torch.stack([m(x, valid).float() for m in self.members]).mean(dim=0)
