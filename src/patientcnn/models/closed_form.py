@@ -18,7 +18,8 @@ RIDGE_PENALTIES = np.logspace(-3, 3, 10)
 
 
 class ClosedFormNetwork(nn.Module):
-    """Base class: subclasses define ``features`` and ``self.readout = nn.Linear(F, 1)``."""
+    """Base class: subclasses define ``features``, ``self.seq_len`` and
+    ``self.readout = nn.Linear(n_features, 1)``."""
 
     closed_form = True  # fitted by ``fit``, never by gradient steps (a partner network)
     readout: nn.Linear
@@ -43,6 +44,24 @@ class ClosedFormNetwork(nn.Module):
         """The linear logit over ``features``: (n_features,) weights and an intercept."""
         self.readout.weight.copy_(torch.from_numpy(np.asarray(weight))[None].float())
         self.readout.bias.fill_(float(intercept))
+
+    def readout_row(self, layer: str, in_channels: int, kernel: str, receptive: int) -> dict:
+        """The shape table's last row: the features pooled over time, then the linear logit."""
+        n_features = self.readout.in_features
+        return {
+            "layer": layer,
+            "in_channels": in_channels,
+            "out_channels": 1,
+            "kernel": kernel,
+            "stride": 1,
+            "dilation": 1,
+            "padding": "-",
+            "groups": 1,
+            "length_in": self.seq_len,
+            "length_out": 1,
+            "receptive_field": receptive,
+            "params": n_features + 1,
+        }
 
 
 def ridge_readout(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:

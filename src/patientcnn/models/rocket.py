@@ -193,22 +193,9 @@ class RandomKernels(ClosedFormNetwork):
             rows.append(self._kernel_row(f"changes_d{self.dilations[0]}-{top}", top))
             rows[-1]["dilation"] = f"{self.dilations[0]}-{top}"
             rows[-1]["out_channels"] = KERNELS * len(self.dilations)
-        rows.append(
-            {
-                "layer": "ppv+linear",
-                "in_channels": KERNELS * len(self.dilations) * (1 + self.first_difference),
-                "out_channels": 1,
-                "kernel": f"{self.n_features} PPV",
-                "stride": 1,
-                "dilation": 1,
-                "padding": "-",
-                "groups": 1,
-                "length_in": self.seq_len,
-                "length_out": 1,
-                "receptive_field": rows[-1]["receptive_field"],
-                "params": self.n_features + 1,
-            }
-        )
+        in_channels = KERNELS * len(self.dilations) * (1 + self.first_difference)
+        kernel, receptive = f"{self.n_features} PPV", rows[-1]["receptive_field"]
+        rows.append(self.readout_row("ppv+linear", in_channels, kernel, receptive))
         return rows
 
     def _kernel_row(self, layer: str, dilation: int) -> dict:

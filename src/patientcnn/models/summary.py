@@ -67,19 +67,5 @@ class SummaryStatistics(ClosedFormNetwork):
         return statistics(x, valid)
 
     def shape_table(self) -> list[dict]:
-        return [
-            {
-                "layer": "statistics+linear",
-                "in_channels": self.in_channels,
-                "out_channels": 1,
-                "kernel": f"{self.n_features} ({'/'.join(STATISTICS)})",
-                "stride": 1,
-                "dilation": 1,
-                "padding": "-",
-                "groups": 1,
-                "length_in": self.seq_len,
-                "length_out": 1,
-                "receptive_field": self.seq_len,
-                "params": self.n_features + 1,
-            }
-        ]
+        kernel = f"{self.n_features} ({'/'.join(STATISTICS)})"
+        return [self.readout_row("statistics+linear", self.in_channels, kernel, self.seq_len)]
