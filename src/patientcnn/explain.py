@@ -10,9 +10,9 @@ patient add up to the logit minus the baseline's logit (completeness; tested).
 What is attributed is the trained networks' share of the ensemble's logit, before the
 calibration (a monotone map):
 
-- the random-kernel partner (``patientcnn.partner``) counts threshold crossings, which
-  have no gradient, so its share of a blended logit is left out and said so: with a
-  blend weight w, the attributions explain w of the networks' part;
+- the partners (``patientcnn.partner``) are left out and said so: the random kernels
+  count threshold crossings, which have no gradient. With a blend weight w, the
+  attributions explain w of the networks' part (none where the blend gave them 0);
 - padded steps are zeroed before the networks and masked inside them, so their
   attribution is exactly 0.
 
