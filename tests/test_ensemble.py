@@ -36,16 +36,21 @@ def test_auto_test_split_keeps_small_cohorts_whole():
 
 def test_recipe_rules_follow_the_cohort_size():
     tiny = plan_recipe({}, np.array([0, 1] * 10), seq_len=500)
-    assert tiny.folds == 5 and tiny.batch_size == 8 and tiny.max_steps >= 300
+    assert tiny.folds == 5 and tiny.batch_size == 8
+    # the floor of min_steps=300 yields to the work budget: 5 networks x 8 x 500 steps x 250
+    assert tiny.max_steps == int(5.0e6 // (5 * 8 * 500)) == 250
+    assert plan_recipe({}, np.array([0, 1] * 10), seq_len=100).max_steps == 300  # the floor
     large = plan_recipe({}, np.array([0, 1] * 2000), seq_len=48)
     assert large.folds == 1 and large.batch_size == 64
-    assert large.max_steps == 3000  # 100 epochs of 50 steps, capped at max_steps
+    assert large.max_steps == int(
+        5.0e6 // (64 * 48)
+    )  # 50 epochs would be 2500 steps: the budget binds
     # the work budget bounds the patient-timesteps: long series get fewer steps
     long = plan_recipe({}, np.array([0, 1] * 2000), seq_len=5000)
     assert long.max_steps == int(20 * 4000 * 5000 // (64 * 5000))  # work_epochs x N x L
     full = {"downsample": 1}
-    mid = plan_recipe(full, np.array([0, 1] * 100), seq_len=1000)  # 5 folds share 1e7
-    assert mid.max_steps == int(1.0e7 // (5 * 16 * 1000))
+    mid = plan_recipe(full, np.array([0, 1] * 100), seq_len=1000)  # 5 folds share 5e6
+    assert mid.max_steps == int(5.0e6 // (5 * 16 * 1000))
     assert (
         plan_recipe(full, np.array([0, 1] * 100), seq_len=1000, seeds=2).max_steps
         == mid.max_steps // 2
@@ -61,23 +66,36 @@ def test_long_smooth_series_are_seen_coarser_when_the_budget_gives_few_epochs():
     """125 steps of 10 per epoch at 1000 steps per patient is 12 epochs < min_epochs=20:
     means of 2 steps double the steps the same work buys, if they lose little variance."""
     y = np.array([0, 1] * 100)
+    budget = {"max_work": 1.0e7, "epochs": 100}  # the numbers this rule was written for
     smooth = {2: 0.01, 4: 0.03, 8: 0.2}.get
-    mid = plan_recipe({}, y, seq_len=1000, variance_lost=smooth)
+    mid = plan_recipe(budget, y, seq_len=1000, variance_lost=smooth)
     assert mid.downsample == 2 and mid.max_steps == int(1.0e7 // (5 * 16 * 500))
     assert "1000 -> 500 steps" in mid.describe() and "2 steps 1.0%" in mid.describe()
     # a spiky signal, or no measurement of it, stays at full length
-    assert plan_recipe({}, y, seq_len=1000, variance_lost=lambda f: 0.3).downsample == 1
-    assert "full length" in plan_recipe({}, y, seq_len=1000, variance_lost=lambda f: 0.3).describe()
-    assert plan_recipe({}, y, seq_len=1000).downsample == 1
+    assert plan_recipe(budget, y, seq_len=1000, variance_lost=lambda f: 0.3).downsample == 1
+    assert (
+        "full length"
+        in plan_recipe(budget, y, seq_len=1000, variance_lost=lambda f: 0.3).describe()
+    )
+    assert plan_recipe(budget, y, seq_len=1000).downsample == 1
     # never below min_length steps; short series and unbounded budgets stay at full length
-    assert plan_recipe({"min_length": 600}, y, seq_len=1000, variance_lost=smooth).downsample == 1
-    assert plan_recipe({}, y, seq_len=100, variance_lost=smooth).downsample == 1
+    assert (
+        plan_recipe(budget | {"min_length": 600}, y, seq_len=1000, variance_lost=smooth).downsample
+        == 1
+    )
+    assert plan_recipe(budget, y, seq_len=100, variance_lost=smooth).downsample == 1
     assert plan_recipe({"max_work": 1e9}, y, seq_len=1000, variance_lost=smooth).downsample == 1
     # a steeper need takes a larger power of two, up to the variance limit
-    assert plan_recipe({"min_epochs": 45}, y, seq_len=1000, variance_lost=smooth).downsample == 4
-    assert plan_recipe({"min_epochs": 90}, y, seq_len=1000, variance_lost=smooth).downsample == 4
+    assert (
+        plan_recipe(budget | {"min_epochs": 45}, y, seq_len=1000, variance_lost=smooth).downsample
+        == 4
+    )
+    assert (
+        plan_recipe(budget | {"min_epochs": 90}, y, seq_len=1000, variance_lost=smooth).downsample
+        == 4
+    )
     # a fixed setting wins
-    assert plan_recipe({"downsample": 3}, y, seq_len=1000).downsample == 3
+    assert plan_recipe(budget | {"downsample": 3}, y, seq_len=1000).downsample == 3
     assert plan_recipe({"steps": 50}, y, seq_len=1000, variance_lost=smooth).downsample == 1
 
 
@@ -230,3 +248,16 @@ def test_seeds_and_refit_on_one_split(tmp_path):
     for member in record["members"]:
         assert member["refit_steps"] == round(max(member["best_step"], 1) * n_dev / n_train)
     assert len(load_bundle(out / "checkpoints" / "best.ckpt").members) == 2
+
+
+def test_the_recipe_config_and_the_code_defaults_agree():
+    """configs/recipe/default.yaml is what `python train.py` uses; recipe.DEFAULTS is what a
+    partial setting is completed with. One set of numbers, so they must not drift apart."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from patientcnn.recipe import DEFAULTS
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "recipe" / "default.yaml"
+    assert OmegaConf.to_container(OmegaConf.load(config)) == DEFAULTS

@@ -40,8 +40,8 @@ def test_a_partner_is_left_out_of_what_is_attributed():
     torch.manual_seed(0)
     net = create_network("cnn", 3, 16, **SMALL["cnn"]).eval()
     partner = create_network("rocket", 3, 16, features=168, max_dilations=2)
-    blend = {"weight": 0.25, "networks": [2.0, 1.0], "partners": [1.0, 0.0]}
-    ensemble = EnsembleNet([net], None, [partner], blend).eval()
+    blend = {"weights": [0.25, 0.75], "platt": [[2.0, 1.0], [1.0, 0.0]]}
+    ensemble = EnsembleNet([net], None, [[partner]], blend).eval()
     x, valid = inputs(3)
     with torch.no_grad():
         np.testing.assert_allclose(
@@ -66,7 +66,7 @@ def test_top_contributions_name_features_with_their_derived_channels():
 def test_predict_explains_each_patient_on_request(small_cohort, tmp_path):
     from conftest import train_run
 
-    proc, run = train_run(tmp_path, "report.enabled=false", "partner.net=null")
+    proc, run = train_run(tmp_path, "report.enabled=false", "partner.nets=[]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "explained.csv"
     proc = run_cli(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from patientcnn.models.layers import MaskedBatchNorm1d, format_shape_table, masked_max_pool
-from patientcnn.models.registry import create_network, network_names
+from patientcnn.models.registry import closed_form_names, create_network, network_names
 
 SMALL = {
     "cnn": {"channels": [8, 8], "kernel_size": 3, "dilation": [1, 2]},
@@ -14,8 +14,10 @@ SMALL = {
 }
 
 
-def test_the_registry_lists_the_four_trained_families_and_the_partner():
-    assert network_names() == sorted([*SMALL, "rocket"])  # rocket: tests/test_rocket.py
+def test_the_registry_lists_the_four_trained_families_and_the_partners():
+    # the closed-form partners rocket and summary: tests/test_rocket.py, tests/test_summary.py
+    assert network_names() == sorted([*SMALL, "rocket", "summary"])
+    assert closed_form_names() == ["rocket", "summary"]
 
 
 @pytest.mark.parametrize("family", sorted(SMALL))

@@ -37,8 +37,10 @@ SMALL = {
     "resnet": {"channels": [8, 8]},
     "inceptiontime": {"depth": 3, "width": 4, "bottleneck": 4, "kernel_size": 8},
     "tcn": {"depth": 2, "width": 8},
-    "rocket": {"features": 336},
+    "rocket": {"features": 336, "first_difference": True},
+    "summary": {},
 }
+CLOSED_FORM = ("rocket", "summary")
 STEPS = 10
 
 
@@ -257,7 +259,7 @@ def make_net(family: str, length: int, static: int = 3, **extra) -> torch.nn.Mod
     for m in net.modules():  # dropout off: comparisons are deterministic
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    if family == "rocket":
+    if family in CLOSED_FORM:
         x, valid = torch.randn(30, 3, length), torch.ones(30, length, dtype=torch.bool)
         net.fit(x, valid, np.arange(30) % 2, static=torch.randn(30, static))
     else:
@@ -269,7 +271,7 @@ def make_net(family: str, length: int, static: int = 3, **extra) -> torch.nn.Mod
 
 @pytest.mark.parametrize(
     "family, downsample",  # every family, and each trained one downsampled (as the recipe may)
-    [(f, 1) for f in sorted(SMALL)] + [(f, 2) for f in sorted(SMALL) if f != "rocket"],
+    [(f, 1) for f in sorted(SMALL)] + [(f, 2) for f in sorted(SMALL) if f not in CLOSED_FORM],
 )
 def test_every_family_reads_static_covariates_and_still_ignores_padding(family, downsample):
     net = make_net(family, 20, downsample=downsample).eval()
@@ -318,7 +320,7 @@ def test_the_head_line_names_the_pooled_features_and_the_static_covariates():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One training run on a cohort whose outcome depends only on the static table: the
-    plain CNN with the random-kernel partner, the report with subgroups of a static column."""
+    plain CNN with both partners, the report with subgroups of a static column."""
     folder = tmp_path_factory.mktemp("static")
     truth = static_signal_cohort(folder)
     run = folder / "run"
@@ -331,7 +333,7 @@ def trained(tmp_path_factory):
         "recipe.steps=80",
         "data.cv_folds=1",
         "data.split.test=0.3",
-        "partner.features=1000",
+        "partner.rocket.features=1000",
         "report.resamples=50",
         "report.importance_repeats=1",
         "report.explanation_patients=20",
@@ -345,7 +347,7 @@ def trained(tmp_path_factory):
 
 def test_an_outcome_carried_by_a_static_column_is_learned(trained):
     """The series are noise, so anything above chance comes from the covariates: the
-    trained network alone, the partner alone and the blend all rank the test patients
+    trained network alone, each partner alone and the blend all rank the test patients
     well."""
     run, truth = trained["run"], trained["truth"]
     metrics = read_metrics(run)
@@ -358,8 +360,9 @@ def test_an_outcome_carried_by_a_static_column_is_learned(trained):
     model = load_bundle(run / "checkpoints" / "best.ckpt").build_model()
     with torch.no_grad():
         network = model.members[0](x, valid, static)
-        partner = model.partners[0](x, valid, static)
-    for scores in (network, partner):
+        partners = [family[0](x, valid, static) for family in model.partners]
+    assert len(partners) == 2  # rocket and summary
+    for scores in (network, *partners):
         assert roc_auc_score(y, scores) > ceiling - 0.1
     assert metrics["metrics"]["test/auroc"] > ceiling - 0.1
     groups = metrics["subgroups"]["group"]["groups"]
@@ -377,7 +380,8 @@ def test_the_bundle_carries_the_fitted_encoder_as_plain_data(trained):
     assert state == json.loads(json.dumps(state))
     assert state["columns"] == ["group", "score"]  # all but the id and the label column
     assert raw["network"]["config"]["static_features"] == 4
-    assert raw["partner"]["config"]["static_features"] == 4
+    for family in raw["partners"]["families"]:
+        assert family["config"]["static_features"] == 4
     with execution_whitelist(TRUSTED_TARGETS):
         dm = instantiate(OmegaConf.load(run / "config.yaml").data, _convert_="all")
     dm.setup()

@@ -77,7 +77,7 @@ def train_with_subgroups(small_cohort, tmp_path, *overrides):
         *QUICK,
         "logger=none",
         "trainer.enable_progress_bar=false",
-        "partner.net=null",
+        "partner.nets=[]",
         "report.resamples=50",
         "report.importance=false",
         "report.baselines=false",

@@ -63,7 +63,7 @@ def test_the_synthetic_eav_config_trains_with_subgroups_by_sex(tmp_path):
         "recipe.steps=10",
         "data.cv_folds=1",
         "data.split.test=0.25",
-        "partner.features=500",
+        "partner.rocket.features=500",
         "report.subgroups=[sex]",
         "report.resamples=20",
         "report.baselines=false",

@@ -5,8 +5,8 @@ patients needs, and nothing else:
 
 - the network by registry name with its plain settings (never a class path), and the
   weights of each ensemble member (one per fold and seed);
-- the partner networks fitted in closed form beside them, when the run had any, by
-  registry name with their settings and weights, and the blend of the two
+- the partner networks fitted in closed form beside them, when the run had any, each
+  family by registry name with its settings and weights, and the blend of the sides
   (``patientcnn.partner``);
 - the calibration (scale and shift of the mean logit) and the decision threshold;
 - the data state: columns, the fitted grid, how rows sharing a time were combined,
@@ -30,7 +30,8 @@ from patientcnn.models.ensemble import EnsembleNet
 from patientcnn.models.registry import create_network
 
 BUNDLE_KEY = "patientcnn"
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # 2: one partner family, under 'partner' (converted on loading)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Bundle:
     )
     threshold_rule: str = "fixed"
     extra: dict = field(default_factory=dict)  # recipe and training record
-    partner: dict | None = None  # {"name", "config", "members", "blend"} (patientcnn.partner)
+    partners: dict | None = None  # {"families": [{"name", "config", "members"}], "blend"}
     path: Path | None = None
 
     @property
@@ -60,9 +61,9 @@ class Bundle:
         try:
             members = self._networks(self.network, self.members)
             partners, blend = [], None
-            if self.partner:
-                partners = self._networks(self.partner, self.partner["members"])
-                blend = self.partner["blend"]
+            if self.partners:
+                partners = [self._networks(f, f["members"]) for f in self.partners["families"]]
+                blend = self.partners["blend"]
             model = EnsembleNet(members, self.calibration, partners, blend)
         except (UserError, TypeError, ValueError, RuntimeError, KeyError) as err:
             reason = (
@@ -86,7 +87,7 @@ class Bundle:
             "version": BUNDLE_VERSION,
             "network": self.network,
             "members": self.members,
-            "partner": self.partner,
+            "partners": self.partners,
             "calibration": self.calibration,
             "threshold": float(self.threshold),
             "threshold_rule": self.threshold_rule,
@@ -143,10 +144,11 @@ def load_bundle(path: str | Path) -> Bundle:
         raise UserError(f"{path}: not a patientcnn checkpoint (no '{BUNDLE_KEY}' section)")
     bundle = raw[BUNDLE_KEY]
     version = bundle.get("version")
-    if version != BUNDLE_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UserError(
             f"{path}: checkpoint bundle version {version} is not supported by this patientcnn "
-            f"(it reads version {BUNDLE_VERSION}); retrain the model with this version"
+            f"(it reads versions {', '.join(map(str, READABLE_VERSIONS))}); retrain the model "
+            "with this version"
         )
     needed = {"network", "members", "data", "threshold", "calibration"}
     if not needed <= set(bundle):
@@ -154,8 +156,12 @@ def load_bundle(path: str | Path) -> Bundle:
             f"{path}: the '{BUNDLE_KEY}' section is incomplete "
             f"(missing: {', '.join(sorted(needed - set(bundle)))})"
         )
-    network, partner = bundle["network"], bundle.get("partner")
-    for what, spec in (("network", network), ("partner", partner or {"name": "", "config": {}})):
+    network = bundle["network"]
+    partners = bundle.get("partners") if version >= 3 else _partners_of_version_2(bundle, path)
+    families = partners.get("families") if isinstance(partners, dict) else None
+    if partners is not None and not (isinstance(families, list) and families):
+        raise UserError(f"{path}: the stored partners are not a list of families")
+    for what, spec in (("network", network), *(("partner", f) for f in families or [])):
         if not (
             isinstance(spec, dict)
             and isinstance(spec.get("name"), str)
@@ -164,11 +170,18 @@ def load_bundle(path: str | Path) -> Bundle:
         ):
             raise UserError(f"{path}: the stored {what} is not a registry name with plain settings")
     members = bundle["members"]
-    for states in (members, partner["members"] if partner else [{}]):
+    for states in (members, *(f["members"] for f in families or [])):
         if not (isinstance(states, list) and states and all(isinstance(m, dict) for m in states)):
             raise UserError(f"{path}: the checkpoint holds no network weights")
-    if partner and not isinstance(partner.get("blend"), dict):
-        raise UserError(f"{path}: the stored partner has no blend")
+    if partners is not None:
+        blend = partners.get("blend")
+        if not (
+            isinstance(blend, dict)
+            and isinstance(blend.get("weights"), list)
+            and isinstance(blend.get("platt"), list)
+            and len(blend["weights"]) == len(blend["platt"]) == len(families) + 1
+        ):
+            raise UserError(f"{path}: the stored partners have no blend of every side")
     return Bundle(
         network=network,
         members=members,
@@ -177,6 +190,27 @@ def load_bundle(path: str | Path) -> Bundle:
         calibration=bundle["calibration"],
         threshold_rule=str(bundle.get("threshold_rule", "fixed")),
         extra=bundle.get("extra", {}),
-        partner=partner,
+        partners=partners,
         path=path,
     )
+
+
+def _partners_of_version_2(bundle: dict, path: Path) -> dict | None:
+    """A version-2 bundle's one partner family (``partner``: name, config, members and the
+    two-sided blend ``w (a z + b) + (1 - w)(c z' + d)``) as the partners of version 3."""
+    partner = bundle.get("partner")
+    if partner is None:
+        return None
+    blend = partner.get("blend") if isinstance(partner, dict) else None
+    if not isinstance(blend, dict) or not {"weight", "networks", "partners"} <= set(blend):
+        raise UserError(f"{path}: the stored partner has no blend")
+    family = {k: partner.get(k) for k in ("name", "config", "members")}
+    weight = float(blend["weight"])
+    return {
+        "families": [family],
+        "blend": {
+            "sides": ["trained networks", family["name"]],
+            "weights": [weight, 1.0 - weight],
+            "platt": [list(blend["networks"]), list(blend["partners"])],
+        },
+    }

@@ -10,9 +10,9 @@ patient add up to the logit minus the baseline's logit (completeness; tested).
 What is attributed is the trained networks' share of the ensemble's logit, before the
 calibration (a monotone map):
 
-- the random-kernel partner (``patientcnn.partner``) counts threshold crossings, which
-  have no gradient, so its share of a blended logit is left out and said so: with a
-  blend weight w, the attributions explain w of the networks' part;
+- the partners (``patientcnn.partner``) are left out and said so: the random kernels
+  count threshold crossings, which have no gradient. With a blend weight w, the
+  attributions explain w of the networks' part (none where the blend gave them 0);
 - padded steps are zeroed before the networks and masked inside them, so their
   attribution is exactly 0;
 - static covariates (age, sex...) are held at the patient's own values along the path:
@@ -41,7 +41,7 @@ class NetworksLogit(nn.Module):
     def __init__(self, ensemble: nn.Module) -> None:
         super().__init__()
         self.members = ensemble.members
-        self.scale = float(ensemble.mix[0]) if len(ensemble.partners) else 1.0
+        self.scale = float(ensemble.mix[0])  # 1 without partners
 
     def forward(
         self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None

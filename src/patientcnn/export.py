@@ -106,13 +106,15 @@ def describe(bundle: Bundle, fmt: str) -> dict:
         "static_columns": static_columns(static) if static else [],
         "threshold": bundle.threshold,
         "network": {"name": bundle.network["name"], "members": len(bundle.members)},
-        "partner": (
+        "partners": (
             {
-                "name": bundle.partner["name"],
-                "members": len(bundle.partner["members"]),
-                "blend": bundle.partner["blend"],
+                "families": [
+                    {"name": f["name"], "members": len(f["members"])}
+                    for f in bundle.partners["families"]
+                ],
+                "blend": bundle.partners["blend"],
             }
-            if bundle.partner
+            if bundle.partners
             else None
         ),
         "calibration": bundle.calibration,

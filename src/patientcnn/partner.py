@@ -1,36 +1,39 @@
-"""The partner: a network fitted in closed form beside the trained ones, and the blend.
+"""The partners: networks fitted in closed form beside the trained ones, and the blend.
 
 A trained CNN has to learn its kernels from the training patients; with tens or a few
-hundred patients it learns some and misses others. Random-kernel networks (``rocket``,
-``patientcnn.models.rocket``) learn only a linear readout, so they stay good where the
-trained networks are short of patients, and their errors differ from the trained
-networks' errors. Averaging the two is better than either on most cohorts: on the
-out-of-fold patients of the 14 quality sets with folds, mean log loss 0.267 (trained
-networks alone) and 0.304 (random kernels alone) against 0.255 for the even blend
-(docs/DEFAULTS.md).
+hundred patients it learns some and misses others. Closed-form families learn only a
+linear readout of fixed features (``patientcnn.models.closed_form``), so they stay good
+where the trained networks are short of patients, and their errors differ:
 
-The partner's biases (quantiles of its kernels' outputs; no outcome) are fitted once on
-the development patients, as the standardisation is. For every fold (or the one split)
-of the run a readout is then fitted on the fold's training patients, so the partner's
-logits on the fold's validation patients are out-of-fold. Then, on those validation
-logits only:
+- ``rocket`` (random convolution kernels, ``models/rocket.py``) reads shapes;
+- ``summary`` (six statistics per feature, ``models/summary.py``) reads levels and
+  trends, what a clinical outcome often follows.
 
-1. each side gets its own Platt scaling, which puts both on one log-odds scale;
-2. the blend ``w x networks + (1 - w) x partners`` takes the weight ``w`` (the trained
-   networks' share) with the lowest validation log loss among ``WEIGHTS`` (or the user's
-   number). The extremes are left out: a few dozen validation patients cannot show that
-   one side is useless, and the blend is rarely worse than its better side;
+The partners' unsupervised first step (``fit_biases``: quantiles of kernel outputs, no
+outcome) is fitted once on the development patients, as the standardisation is. For
+every fold (or the one split) of the run each partner's readout is then fitted on the
+fold's training patients, so its logits on the fold's validation patients are
+out-of-fold, exactly like the trained networks'. Then, on those validation logits only
+(a stacking ensemble with a coarse weight grid):
+
+1. each side (the trained networks, each partner) gets its own Platt scaling, which puts
+   them all on one log-odds scale;
+2. the blend ``sum_i w_i x side_i`` takes the weights, multiples of ``GRID_STEP``
+   summing to 1 (the trained networks first), with the lowest validation log loss, or
+   the user's weights. Nested out-of-fold evidence (docs/DEFAULTS.md) chose this grid,
+   the extremes included: a side that is useless on a cohort gets weight 0;
 3. the run's calibration and threshold are then fitted on the blended logits as usual.
 
-The partner the bundle keeps has its readout fitted on every development patient (as a
+Each partner the bundle keeps has its readout fitted on every development patient (as a
 stacking ensemble refits its base models): more patients than any fold's, and prediction
-runs one partner instead of one per fold.
+runs one partner of each family instead of one per fold.
 
 ``models.ensemble.EnsembleNet`` applies the same blend; the bundle stores it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -39,70 +42,84 @@ import numpy as np
 from patientcnn.calibration import fit_calibration
 from patientcnn.errors import UserError
 from patientcnn.metrics import logit_log_loss
+from patientcnn.models.closed_form import ridge_readout
 from patientcnn.models.registry import closed_form_names, create_network
-from patientcnn.models.rocket import ridge_readout
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = (0.25, 0.5, 0.75)  # candidate shares of the trained networks in the blend
+GRID_STEP = 0.25  # the blend's weights are multiples of this, summing to 1
 # A ridge readout over ~10,000 features costs O(min(N, F)^3) and N x F memory: beyond a few
 # thousand patients a random subset fits it as well, and the trained networks, which see
-# every patient, carry the large cohorts anyway (the blend weight is chosen on validation)
+# every patient, carry the large cohorts anyway (the blend weights are chosen on validation)
 MAX_PATIENTS = 4096
-
-
-@dataclass
-class Partners:
-    """The fitted partner networks of a run (one per member) and the blend."""
-
-    name: str
-    config: dict
-    states: list[dict]
-    blend: dict  # {"weight", "networks": [scale, shift], "partners": [scale, shift]}
-    val_logits: np.ndarray  # blended out-of-fold logits of the validated patients
-
-    def bundle_state(self) -> dict:
-        return {
-            "name": self.name,
-            "config": self.config,
-            "members": self.states,
-            "blend": self.blend,
-        }
+NETWORKS = "trained networks"  # the name of the trained side in the blend's messages
 
 
 @dataclass
 class PartnerSettings:
-    name: str  # registry name of a closed-form family
-    config: dict  # the network's own settings
-    weight: float | str  # the trained networks' share of the blend, or "auto"
+    nets: dict[str, dict]  # registry name of each closed-form family -> its own settings
+    weights: str | list[float]  # "auto", or one weight per side (the trained networks first)
     max_patients: int  # a partner is fitted on at most this many training patients
 
 
 def partner_settings(settings: dict | None) -> PartnerSettings | None:
-    """The ``partner`` config checked; None: no partner."""
+    """The ``partner`` config checked; None: no partner (the trained networks alone)."""
     settings = dict(settings or {})
-    name = settings.pop("net", None)
-    if name in (None, "none", False):
-        return None
-    weight = settings.pop("weight", "auto")
+    nets = settings.pop("nets", None) or []
+    weights = settings.pop("weight", "auto")
     max_patients = settings.pop("max_patients", MAX_PATIENTS)
+    families = closed_form_names()
+    if isinstance(nets, str):
+        nets = [nets]
+    if not isinstance(nets, (list, tuple)) or any(n not in families for n in nets):
+        raise UserError(
+            f"partner.nets={nets!r}: the partners are fitted in closed form; give a list of "
+            f"{', '.join(families)}, or [] for the trained networks alone"
+        )
+    if len(set(nets)) != len(nets):
+        raise UserError(f"partner.nets={list(nets)} names a family twice")
+    unknown = sorted(set(settings) - set(families))
+    if unknown:
+        raise UserError(
+            f"unknown partner setting(s) {unknown}; known: nets, weight, max_patients and "
+            f"the settings of each family ({', '.join(f'partner.{f}' for f in families)})"
+        )
     if isinstance(max_patients, bool) or not isinstance(max_patients, int) or max_patients < 2:
         raise UserError(
             f"partner.max_patients must be an integer of at least 2, got {max_patients!r}"
         )
-    if name not in closed_form_names():
-        raise UserError(
-            f"partner.net={name!r}: the partner is fitted in closed form; choose one of "
-            f"{', '.join(closed_form_names())} or null (no partner)"
-        )
-    if weight != "auto" and not (
-        isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= 1
+    if not nets:
+        return None
+    if weights != "auto" and not (
+        isinstance(weights, (list, tuple))
+        and len(weights) == len(nets) + 1
+        and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)
+        and all(w >= 0 for w in weights)
+        and abs(sum(weights) - 1) < 1e-6
     ):
         raise UserError(
-            f"partner.weight must be 'auto' or a number from 0 to 1 (the trained networks' "
-            f"share of the blend), got {weight!r}"
+            f"partner.weight must be 'auto' or {len(nets) + 1} numbers >= 0 that sum to 1 (the "
+            f"trained networks' share first, then {', '.join(nets)}), got {weights!r}"
         )
-    return PartnerSettings(name, settings, weight, max_patients)
+    configs = {}
+    for name in nets:
+        config = settings.get(name) or {}
+        if not isinstance(config, dict):
+            raise UserError(f"partner.{name} must hold the settings of {name}, got {config!r}")
+        configs[name] = dict(config)
+    return PartnerSettings(configs, weights if weights == "auto" else list(weights), max_patients)
+
+
+@dataclass
+class Partners:
+    """The fitted partners of a run (one network of each family) and the blend."""
+
+    families: list[dict]  # {"name", "config", "members": [state dict]} per family
+    blend: dict  # {"sides", "weights", "platt": [[scale, shift], ...], "val_log_loss", ...}
+    val_logits: np.ndarray  # blended out-of-fold logits of the validated patients
+
+    def bundle_state(self) -> dict:
+        return {"families": self.families, "blend": self.blend}
 
 
 def fit_partners(
@@ -113,21 +130,22 @@ def fit_partners(
     validated: np.ndarray,
     seed: int = 0,
 ) -> Partners:
-    """Out-of-fold partner logits, the blend, and the partner the bundle keeps.
+    """Out-of-fold partner logits, the blend, and the partners the bundle keeps.
 
     As in stacking: for each split of the members (each fold) a readout fitted on its
     training patients scores its validation patients, and those out-of-fold logits, with
     the trained networks' ``network_logits`` of the same ``validated`` patients, choose
-    the blend. The partner that is kept has its readout fitted on every development
-    patient: more patients than any fold's, and one partner to run at prediction.
+    the blend. The partners that are kept have their readouts fitted on every development
+    patient: more patients than any fold's, and one partner per family at prediction.
 
-    The biases (unsupervised: quantiles of kernel outputs, no outcome) are fitted once,
-    on the development patients like the standardisation; then every patient's features
-    are computed once and each fold's readout is a ridge fit on its rows (seconds). The
-    cohort's static covariates, if any, are appended to those features (penalised less:
-    ``models.rocket.ridge_readout``).
+    The unsupervised first step (no outcome) is fitted once, on the development patients
+    like the standardisation; then every patient's features are computed once and each
+    fold's readout is a ridge fit on its rows (seconds). The cohort's static covariates,
+    if any, are appended to every family's features (penalised less:
+    ``models.closed_form.ridge_readout``).
     """
     x, valid, _, static = datamodule.dev["tensors"]
+    static_columns = int(static.shape[1])
     y_dev = datamodule.y_dev
     every = capped(np.arange(len(y_dev)), settings.max_patients, seed)
     splits, done = [], set()
@@ -139,39 +157,39 @@ def fit_partners(
     needed = np.unique(np.concatenate([every, *(np.r_[t, v] for t, v in splits)]))
     row = np.full(len(y_dev), -1)
     row[needed] = np.arange(len(needed))
-    static_columns = int(static.shape[1])
-    config = dict(settings.config)
-    if static_columns:  # the static covariates join the kernel summaries in the readout
-        config["static_features"] = static_columns
-    net = create_network(settings.name, datamodule.num_channels, datamodule.seq_len, **config)
-    net.fit_biases(x[every], valid[every], seed)
-    features = net.with_static(net.features(x[needed], valid[needed]), static[needed])
-    features = features.double().numpy()
-    logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
-    for train, val in splits:
-        weight, intercept = ridge_readout(features[row[train]], y_dev[train], static_columns)
-        logit_sum[val] += features[row[val]] @ weight + intercept
-        count[val] += 1
-    net.set_readout(*ridge_readout(features[row[every]], y_dev[every], static_columns))
-    states = [{k: v.detach().cpu() for k, v in net.state_dict().items()}]
-    name = settings.name
-    partner_logits = logit_sum[validated] / np.maximum(count[validated], 1)
+    families, sides = [], [network_logits]
+    for name, config in settings.nets.items():
+        config = dict(config)
+        if static_columns:  # the static covariates join the features in the readout
+            config["static_features"] = static_columns
+        net = create_network(name, datamodule.num_channels, datamodule.seq_len, **config)
+        net.fit_biases(x[every], valid[every], seed)
+        features = net.with_static(net.features(x[needed], valid[needed]), static[needed])
+        features = features.double().numpy()
+        logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
+        for train, val in splits:
+            weight, intercept = ridge_readout(features[row[train]], y_dev[train], static_columns)
+            logit_sum[val] += features[row[val]] @ weight + intercept
+            count[val] += 1
+        net.set_readout(*ridge_readout(features[row[every]], y_dev[every], static_columns))
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        families.append({"name": name, "config": dict(config), "members": [state]})
+        sides.append(logit_sum[validated] / np.maximum(count[validated], 1))
     y = y_dev[validated]
-    blend = choose_blend(network_logits, partner_logits, y, settings.weight)
+    blend = choose_blend(sides, y, settings.weights, [NETWORKS, *settings.nets])
     log.info(
-        "partner %s (%d out-of-fold readouts, then one on all %d development patients): blend = "
-        "%.2f x trained networks + %.2f x partner, validation log loss %.4f (trained "
-        "networks alone %.4f, partner alone %.4f)",
-        name,
+        "partners %s (%d out-of-fold readouts each, then one on all %d development "
+        "patients): blend = %s, validation log loss %.4f (alone: %s)",
+        ", ".join(settings.nets),
         len(done),
         len(y_dev),
-        blend["weight"],
-        1 - blend["weight"],
+        " + ".join(f"{w:.2f} x {s}" for w, s in zip(blend["weights"], blend["sides"], strict=True)),
         blend["val_log_loss"],
-        blend["val_log_loss_networks"],
-        blend["val_log_loss_partners"],
+        ", ".join(
+            f"{s} {v:.4f}" for s, v in zip(blend["sides"], blend["val_log_loss_alone"], strict=True)
+        ),
     )
-    return Partners(name, config, states, blend, blended(network_logits, partner_logits, blend))
+    return Partners(families, blend, blended(sides, blend))
 
 
 def capped(patients: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -181,34 +199,41 @@ def capped(patients: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(patients, limit, replace=False))
 
 
-def choose_blend(
-    network_logits: np.ndarray, partner_logits: np.ndarray, y: np.ndarray, weight
-) -> dict:
-    """Platt scalings of both sides and the weight, all on validation logits."""
-    sides = {}
-    for side, z in (("networks", network_logits), ("partners", partner_logits)):
+def weight_grid(sides: int, step: float = GRID_STEP) -> list[tuple[float, ...]]:
+    """Every tuple of ``sides`` weights, multiples of ``step``, summing to 1 (ordered so
+    that among equal losses the trained networks' largest share comes first)."""
+    units = round(1 / step)
+    grid = [c for c in itertools.product(range(units, -1, -1), repeat=sides) if sum(c) == units]
+    return [tuple(u * step for u in c) for c in grid]
+
+
+def choose_blend(sides: list[np.ndarray], y: np.ndarray, weights, names: list[str]) -> dict:
+    """Platt scalings of every side and the weights, all on validation logits."""
+    platt = []
+    for z in sides:
         fitted = fit_calibration(z, y, "platt")
-        sides[side] = [fitted["scale"], fitted["shift"]]
-    losses = {}
-    for w in WEIGHTS if weight == "auto" else (float(weight),):
-        losses[w] = logit_log_loss(
-            blended(network_logits, partner_logits, sides | {"weight": w}), y
-        )
-    best = min(losses, key=losses.get)
-    alone = {
-        side: logit_log_loss(blended(network_logits, partner_logits, sides | {"weight": w}), y)
-        for side, w in (("networks", 1.0), ("partners", 0.0))
+        platt.append([fitted["scale"], fitted["shift"]])
+    candidates = weight_grid(len(sides)) if weights == "auto" else [tuple(weights)]
+    losses = {
+        w: logit_log_loss(blended(sides, {"weights": w, "platt": platt}), y) for w in candidates
     }
+    best = min(candidates, key=losses.get)  # the first of equal losses
+    alone = [
+        logit_log_loss(blended(sides, {"weights": np.eye(len(sides))[i], "platt": platt}), y)
+        for i in range(len(sides))
+    ]
     return {
-        "weight": best,
-        **sides,
+        "sides": list(names),
+        "weights": [float(w) for w in best],
+        "platt": platt,
         "val_log_loss": losses[best],
-        "val_log_loss_networks": alone["networks"],
-        "val_log_loss_partners": alone["partners"],
+        "val_log_loss_alone": alone,
     }
 
 
-def blended(network_logits: np.ndarray, partner_logits: np.ndarray, blend: dict) -> np.ndarray:
-    """``w (a z_networks + b) + (1 - w) (c z_partners + d)``; EnsembleNet does the same."""
-    (a, b), (c, d), w = blend["networks"], blend["partners"], blend["weight"]
-    return w * (a * network_logits + b) + (1 - w) * (c * partner_logits + d)
+def blended(sides: list[np.ndarray], blend: dict) -> np.ndarray:
+    """``sum_i w_i (a_i z_i + b_i)``; EnsembleNet does the same."""
+    return sum(
+        w * (a * z + b)
+        for w, (a, b), z in zip(blend["weights"], blend["platt"], sides, strict=True)
+    )

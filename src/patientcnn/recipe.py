@@ -42,7 +42,7 @@ import torch
 
 from patientcnn.errors import UserError
 
-DEFAULTS = {
+DEFAULTS = {  # the same numbers as configs/recipe/default.yaml (a test keeps them equal)
     "folds": "auto",
     "cv_folds": 5,
     "cv_below": 1000,
@@ -52,10 +52,10 @@ DEFAULTS = {
     "min_batch": 8,
     "max_batch": 64,
     "steps": "auto",
-    "epochs": 100,
+    "epochs": 50,
     "min_steps": 300,
     "max_steps": 3000,
-    "max_work": 1.0e7,
+    "max_work": 5.0e6,
     "work_epochs": 20,
     "downsample": "auto",
     "min_epochs": 20,

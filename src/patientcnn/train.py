@@ -6,10 +6,10 @@
 3. train the members: one per fold of a K-fold cross-validation (or one train /
    validation split) and per seed of ``model.ensemble``, each keeping the weights of its
    lowest validation loss; optionally refit on every development patient;
-4. fit a partner network in closed form on each member's fold and blend the two
-   (``patientcnn.partner``), then the calibration and the threshold, all on the
-   out-of-fold (validation) logits; the kept partner is fitted on every development
-   patient;
+4. fit the partner networks in closed form on each member's fold and blend them with
+   the trained networks (``patientcnn.partner``), then the calibration and the
+   threshold, all on the out-of-fold (validation) logits; the kept partners are fitted
+   on every development patient;
 5. score the test patients with the ensemble, write the bundle, metrics.json, report.
 """
 
@@ -143,15 +143,16 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             datamodule.seq_len,
         )
     partner = partner_settings(OmegaConf.to_container(cfg.get("partner") or {}, resolve=True))
-    if partner:  # settings a partner cannot take fail here, before any training
-        static = {"static_features": datamodule.num_static} if datamodule.num_static else {}
+    static = {"static_features": datamodule.num_static} if datamodule.num_static else {}
+    for name, config in partner.nets.items() if partner else ():
+        # settings a partner cannot take fail here, before any training
         table = create_network(
-            partner.name, datamodule.num_channels, datamodule.seq_len, **partner.config, **static
+            name, datamodule.num_channels, datamodule.seq_len, **config, **static
         ).shape_table()
         log.info(
             "partner %s, fitted in closed form beside the networks (on at most %d "
             "patients); blocks:\n%s",
-            partner.name,
+            name,
             partner.max_patients,
             format_shape_table(table),
         )
@@ -184,7 +185,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         calibration=calibration,
         threshold_rule=threshold["rule"],
         extra={"recipe": recipe.state(), "members": records},
-        partner=partners.bundle_state() if partners else None,
+        partners=partners.bundle_state() if partners else None,
     )
     checkpoint = save_bundle(output_dir / "checkpoints" / "best.ckpt", bundle)
     metrics = {f"val/{k}": v for k, v in point_metrics(y_val, val_prob, threshold["value"]).items()}
@@ -210,7 +211,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         "checkpoint": str(checkpoint),
         "recipe": recipe.state(),
         "members": records,
-        "partner": partners.blend if partners else None,
+        "partners": partners.blend if partners else None,
         "cohort": summary,
     } | report
     write_json(output_dir / "metrics.json", record)

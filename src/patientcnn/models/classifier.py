@@ -57,7 +57,7 @@ class Classifier(pl.LightningModule):
         if net in closed_form_names():
             raise UserError(
                 f"model.net={net} has no kernels to train by gradient: it is fitted in closed "
-                f"form as the partner of the trained networks (partner.net={net}, the default)"
+                f"form as a partner of the trained networks (partner.nets=[{net}, ...]; README 'The partners')"
             )
         self.save_hyperparameters()
         self.net = create_network(net, in_channels, seq_len, **net_config)

@@ -1,8 +1,8 @@
 """Several trained networks answering as one, with the calibration on top.
 
-The mean of the members' logits, blended with the mean of the partners' logits when the
-run fitted partners (``w (a z + b) + (1 - w) (c z' + d)``, see ``patientcnn.partner``),
-goes through the calibration (``scale * z + shift``, or the isotonic knots; see
+The mean of the members' logits, blended with each partner family's logit when the run
+fitted partners (``sum_i w_i (a_i z_i + b_i)`` over the sides, the trained networks
+first; see ``patientcnn.partner``), goes through the calibration (``scale * z + shift``, or the isotonic knots; see
 ``patientcnn.calibration``), so ``EnsembleNet(x, valid[, static])`` returns the
 calibrated logit that predict, evaluate, the report and export all use. A single network
 is an ensemble of one.
@@ -19,17 +19,21 @@ class EnsembleNet(nn.Module):
         self,
         members: list[nn.Module],
         calibration: dict | None = None,
-        partners: list[nn.Module] | None = None,
+        partners: list[list[nn.Module]] | None = None,
         blend: dict | None = None,
     ) -> None:
         super().__init__()
         calibration = calibration or {"scale": 1.0, "shift": 0.0}
         self.members = nn.ModuleList(members)
-        self.partners = nn.ModuleList(partners or [])
-        blend = blend or {"weight": 1.0, "networks": [1.0, 0.0], "partners": [0.0, 0.0]}
-        w, (a, b), (c, d) = float(blend["weight"]), blend["networks"], blend["partners"]
-        # the blend as one linear map: w a z + (1 - w) c z' + w b + (1 - w) d
-        self.register_buffer("mix", torch.tensor([w * a, (1 - w) * c, w * b + (1 - w) * d]))
+        self.partners = nn.ModuleList(nn.ModuleList(family) for family in partners or [])
+        blend = blend or {"weights": [1.0], "platt": [[1.0, 0.0]]}
+        weights, platt = blend["weights"], blend["platt"]
+        if not len(weights) == len(platt) == len(self.partners) + 1:
+            raise ValueError("the blend needs a weight and a scaling for every side")
+        # the blend as one linear map: sum_i (w_i a_i) z_i + sum_i w_i b_i
+        mix = [float(w) * float(a) for w, (a, _) in zip(weights, platt, strict=True)]
+        mix.append(sum(float(w) * float(b) for w, (_, b) in zip(weights, platt, strict=True)))
+        self.register_buffer("mix", torch.tensor(mix))
         self.register_buffer("scale", torch.tensor(float(calibration["scale"])))
         self.register_buffer("shift", torch.tensor(float(calibration["shift"])))
         knots_x, knots_p = calibration.get("knots") or ([], [])
@@ -44,10 +48,11 @@ class EnsembleNet(nn.Module):
         calibration. ``static``: the (N, S) static covariates, for networks that read them."""
         inputs = (x, valid) if static is None else (x, valid, static)
         z = torch.stack([m(*inputs).float() for m in self.members]).mean(dim=0)
-        if len(self.partners) == 0:
-            return z
-        z_partners = torch.stack([m(*inputs).float() for m in self.partners]).mean(dim=0)
-        return self.mix[0] * z + self.mix[1] * z_partners + self.mix[2]
+        out = self.mix[0] * z + self.mix[-1]
+        for i, family in enumerate(self.partners):
+            z_family = torch.stack([m(*inputs).float() for m in family]).mean(dim=0)
+            out = out + self.mix[i + 1] * z_family
+        return out
 
     def forward(
         self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None

@@ -21,7 +21,8 @@ from torch import nn
 from patientcnn.errors import UserError
 from patientcnn.models.layers import Downsampled, positive_int
 
-_FAMILIES = ("conv", "resnet", "inception", "tcn", "rocket")  # modules that register networks
+# the modules that register networks
+_FAMILIES = ("conv", "resnet", "inception", "tcn", "rocket", "summary")
 _NETWORKS: dict[str, type[nn.Module]] = {}
 
 

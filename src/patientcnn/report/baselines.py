@@ -10,37 +10,22 @@ are comparable; if the CNN does not beat them, the convolution is not earning it
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from patientcnn.models.summary import statistics
+
 
 def summary_statistics(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(N, C, L) values and (N, L) real-step mask -> (N, C * 6) per-channel statistics.
-
-    Columns are channel-major: channel 0's mean, std, min, max, last value and slope, then
-    channel 1's, ...
-    A patient with a single real step gets std and slope 0.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    mask = np.asarray(valid, dtype=bool)[:, None, :]
-    count = np.maximum(mask.sum(axis=2), 1)
-    mean = np.where(mask, x, 0.0).sum(axis=2) / count
-    centred = np.where(mask, x - mean[..., None], 0.0)
-    std = np.sqrt((centred**2).sum(axis=2) / count)
-    low = np.where(mask, x, np.inf).min(axis=2)
-    high = np.where(mask, x, -np.inf).max(axis=2)
-    last_step = x.shape[2] - 1 - np.argmax(mask[:, 0, ::-1], axis=1)
-    last = np.take_along_axis(x, last_step[:, None, None].repeat(x.shape[1], axis=1), axis=2)
-    steps = np.arange(x.shape[2], dtype=np.float64)
-    step_mean = (mask * steps).sum(axis=2) / count
-    step_dev = np.where(mask, steps - step_mean[..., None], 0.0)
-    spread = (step_dev**2).sum(axis=2)
-    slope = np.where(spread > 0, (step_dev * centred).sum(axis=2) / np.maximum(spread, 1e-12), 0.0)
-    stats = np.stack([mean, std, low, high, last[..., 0], slope], axis=2)
-    return np.where(np.isfinite(stats), stats, 0.0).reshape(len(x), -1)
+    """(N, C, L) values and (N, L) real-step mask -> (N, C * 6) per-channel statistics:
+    the ``summary`` network's (``patientcnn.models.summary.statistics``), one definition."""
+    with torch.no_grad():
+        stats = statistics(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(valid))
+    return stats.numpy()
 
 
 def fit_baselines(

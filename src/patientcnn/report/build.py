@@ -253,5 +253,6 @@ def _attribution_line(summary: dict) -> str:
         "averages the size of the attributions over the patients; the others are single "
         "patients, red pushing towards the outcome and blue away from it. The largest on "
         f"average is {top}. What is attributed is the trained networks' share of the logit: "
-        "the random-kernel partner counts threshold crossings, which have no gradient."
+        "the partners are left out (random kernels count threshold crossings, which have "
+        "no gradient)."
     )
