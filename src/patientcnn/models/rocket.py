@@ -55,7 +55,9 @@ from patientcnn.models.registry import register
 TAPS = 9
 KERNELS = 84  # choose(9, 3): every placement of the three taps of weight 2
 GOLDEN = (math.sqrt(5) + 1) / 2  # low-discrepancy quantile positions: frac(i * golden ratio)
-PATIENTS = 8  # patients whose kernel outputs are compared with the biases at once
+# patients whose kernel outputs are compared with the biases at once: at least 8, and as
+# many as make about 8,192 steps (short series gain from larger pieces, long ones do not)
+PATIENTS, STEPS_AT_ONCE = 8, 8192
 
 
 def kernel_bank() -> torch.Tensor:
@@ -135,9 +137,10 @@ class RandomKernels(ClosedFormNetwork):
         Eager calls work through the patients a few at a time: the kernel outputs of a few
         patients stay in the CPU's cache while every bias is compared with them (6x faster
         than whole batches). Traced and exported graphs take the batch whole."""
-        if torch.jit.is_tracing() or torch.compiler.is_exporting() or len(x) <= PATIENTS:
+        patients = max(PATIENTS, STEPS_AT_ONCE // x.shape[2])
+        if torch.jit.is_tracing() or torch.compiler.is_exporting() or len(x) <= patients:
             return self._features(x, valid)
-        pieces = zip(x.split(PATIENTS), valid.split(PATIENTS), strict=True)
+        pieces = zip(x.split(patients), valid.split(patients), strict=True)
         return torch.cat([self._features(xb, vb) for xb, vb in pieces])
 
     def _features(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
