@@ -270,3 +270,18 @@ def test_threshold_rules():
     assert choose_threshold(y, p, rule="sensitivity", sensitivity=0.5) == pytest.approx(0.8)
     with pytest.raises(UserError, match="threshold.rule"):
         choose_threshold(y, p, rule="best")
+
+
+def test_the_inference_batch_is_sized_by_time_steps_on_a_cpu():
+    from patientcnn.errors import UserError
+    from patientcnn.inference import CPU_BATCH_STEPS, inference_batch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert inference_batch("auto", 301, cpu) == CPU_BATCH_STEPS // 301 == 108
+    assert inference_batch("auto", 10, cpu) == 1024  # at most 1024 patients
+    assert inference_batch("auto", 100_000, cpu) == 1  # at least one
+    assert inference_batch("auto", 301, gpu) == 1024
+    assert inference_batch(7, 301, cpu) == 7  # a number is kept
+    for bad in (0, -3, 2.5, True, "many"):
+        with pytest.raises(UserError, match="batch_size"):
+            inference_batch(bad, 301, cpu)

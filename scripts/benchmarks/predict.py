@@ -70,7 +70,7 @@ def make_checkpoint(path: Path) -> Path:
 
 def read_and_forward(path: Path, model: torch.nn.Module, x: torch.Tensor, valid: torch.Tensor):
     pd.read_parquet(path)
-    batched_logits(model, x, valid, 1024, resolve_device("auto"))
+    batched_logits(model, x, valid, "auto", resolve_device("auto"))
 
 
 def peak_rss_mb(code: str) -> float:
@@ -103,7 +103,7 @@ def run(quick: bool) -> list[dict]:
         model = create_network("cnn", len(FEATURES), STEPS).eval().to(resolve_device("auto"))
         x = torch.randn(n_patients, len(FEATURES), STEPS)
         valid = torch.ones(n_patients, STEPS, dtype=torch.bool)
-        batched_logits(model, x[:1024], valid[:1024], 1024, resolve_device("auto"))  # warm-up
+        batched_logits(model, x[:1024], valid[:1024], "auto", resolve_device("auto"))  # warm-up
         cases = [
             (
                 "read file + raw forward (reference)",

@@ -37,7 +37,7 @@ def run(quick: bool) -> list[dict]:
         valid = torch.ones(n, inference.N_STEPS, dtype=torch.bool)
         speed, peak = run_with_peak(
             lambda model=model, x=x, valid=valid: inference.patients_per_s(
-                model, x, valid, 1024, torch.device("cpu")
+                model, x, valid, "auto", torch.device("cpu")
             )
         )
         rows.append(_row(n, "inference, batch 1,024", n / speed, "s", peak))

@@ -65,7 +65,7 @@ def evaluate_cohort(
     positive_label: object | None = None,
     threshold: float | None = None,
     device: str = "auto",
-    batch_size: int = 1024,
+    batch_size: int | str = "auto",
     static: str | Path | None = None,
 ) -> Evaluation:
     """Score a labelled cohort (labels in a table, or a column of the measurements);

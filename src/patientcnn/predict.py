@@ -63,7 +63,7 @@ def predict_file(
     threshold: float | None = None,
     overwrite: bool = False,
     device: str = "auto",
-    batch_size: int = 1024,
+    batch_size: int | str = "auto",
     chunk_rows: int = 2_000_000,
     tmp_dir: str | Path | None = None,
     progress: bool = True,

@@ -266,7 +266,7 @@ def score_test_patients(cfg, ensemble, datamodule, threshold: float) -> dict[str
     on_cpu = str(cfg.trainer.get("accelerator", "auto")) == "cpu"
     device = torch.device("cpu") if on_cpu else resolve_device("auto")
     x, valid, y, static = datamodule.tensors["test"]
-    logits = batched_logits(ensemble.to(device), x, valid, 1024, device, static).numpy()
+    logits = batched_logits(ensemble.to(device), x, valid, "auto", device, static).numpy()
     metrics = {
         f"test/{k}": v
         for k, v in point_metrics(y.numpy(), probabilities(logits), threshold).items()
@@ -330,7 +330,7 @@ def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume)
     model.load_state_dict(raw["state_dict"])
     x, valid, _, static = datamodule.tensors["val"]
     val_logits = (
-        batched_logits(model, x, valid, 1024, torch.device("cpu"), static)
+        batched_logits(model, x, valid, "auto", torch.device("cpu"), static)
         .numpy()
         .astype(np.float64)
     )

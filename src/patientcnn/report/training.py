@@ -172,7 +172,7 @@ def report_training_run(
 
 
 def predictor(
-    model: torch.nn.Module, batch_size: int = 1024, static: np.ndarray | None = None
+    model: torch.nn.Module, batch_size: int | str = "auto", static: np.ndarray | None = None
 ) -> Predict:
     """``model(x, valid[, static]) -> logits`` as a numpy function of ``(x, valid)``
     returning probabilities; ``static``: the (N, S) covariates of the patients it is
