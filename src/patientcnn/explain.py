@@ -7,12 +7,15 @@ standardisation is the training mean of each feature, so an attribution says how
 that value, compared with an average patient's, moved the logit. The attributions of a
 patient add up to the logit minus the baseline's logit (completeness; tested).
 
-What is attributed is the trained networks' share of the ensemble's logit, before the
-calibration (a monotone map):
+What is attributed is the part of the ensemble's logit, before the calibration (a
+monotone map), that has a gradient in the series:
 
-- the partners (``patientcnn.partner``) are left out and said so: the random kernels
-  count threshold crossings, which have no gradient. With a blend weight w, the
-  attributions explain w of the networks' part (none where the blend gave them 0);
+- the trained networks' share, and the share of every partner family whose features are
+  differentiable (``summary``: means, extremes, last values, slopes), each with its
+  blend weight; a partner whose features count threshold crossings (``rocket``) has no
+  gradient, so its share is left out and said so (``attributed_sides``). Where the
+  blend gives every differentiable side weight 0 there is nothing to attribute:
+  predict and the report say so instead of writing zeros;
 - padded steps are zeroed before the networks and masked inside them, so their
   attribution is exactly 0;
 - static covariates (age, sex...) are held at the patient's own values along the path:
@@ -34,21 +37,59 @@ STEPS = 32  # points on the path from the baseline; Captum's Gauss-Legendre rule
 TOP = 3  # features and time windows named per patient
 
 
-class NetworksLogit(nn.Module):
-    """The trained networks' share of an EnsembleNet's logit, before calibration:
-    ``w a mean(members)`` (the blend's constant and the partner are left out)."""
+def _sides(ensemble: nn.Module) -> list[tuple[str, float, nn.ModuleList, bool]]:
+    """(name, blend weight, modules, differentiable) of each side of an EnsembleNet:
+    the trained networks first, then each partner family."""
+    from patientcnn.models.registry import name_of
+
+    sides = [("trained networks", float(ensemble.mix[0]), ensemble.members, True)]
+    for i, family in enumerate(ensemble.partners):
+        differentiable = bool(getattr(family[0], "differentiable", False))
+        sides.append((name_of(family[0]), float(ensemble.mix[i + 1]), family, differentiable))
+    return sides
+
+
+def attributed_sides(ensemble: nn.Module) -> tuple[list[str], list[str]]:
+    """The names of the sides with weight that integrated gradients attribute, and of
+    those left out (weight, but no gradient)."""
+    sides = [(name, diff) for name, weight, _, diff in _sides(ensemble) if weight != 0.0]
+    return [n for n, diff in sides if diff], [n for n, diff in sides if not diff]
+
+
+def what_is_attributed(ensemble: nn.Module) -> str:
+    """One sentence for logs and the report: which sides the attributions explain, which
+    are left out, or why there is nothing to attribute."""
+    attributed, left_out = attributed_sides(ensemble)
+    if not attributed:
+        return (
+            f"nothing to attribute: the blend gives all its weight to {', '.join(left_out)}, "
+            "whose features count threshold crossings and have no gradient"
+        )
+    text = f"the attributions explain the share of the logit from {', '.join(attributed)}"
+    if left_out:
+        text += f"; {', '.join(left_out)} (no gradient: threshold counts) is left out"
+    return text
+
+
+class AttributedLogit(nn.Module):
+    """The differentiable part of an EnsembleNet's logit, before calibration:
+    ``sum_i w_i a_i mean(side_i)`` over the trained networks and the differentiable
+    partner families (the blend's constant and the other partners are left out)."""
 
     def __init__(self, ensemble: nn.Module) -> None:
         super().__init__()
-        self.members = ensemble.members
-        self.scale = float(ensemble.mix[0])  # 1 without partners
+        kept = [(w, m) for _, w, m, diff in _sides(ensemble) if diff and w != 0.0]
+        self.weights = [w for w, _ in kept]
+        self.sides = nn.ModuleList(m for _, m in kept)
 
     def forward(
         self, x: torch.Tensor, valid: torch.Tensor, static: torch.Tensor | None = None
     ) -> torch.Tensor:
         inputs = (x, valid) if static is None else (x, valid, static)
-        z = torch.stack([m(*inputs).float() for m in self.members]).mean(dim=0)
-        return self.scale * z
+        z = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
+        for weight, side in zip(self.weights, self.sides, strict=True):
+            z = z + weight * torch.stack([m(*inputs).float() for m in side]).mean(dim=0)
+        return z
 
 
 def integrated_gradients(
@@ -58,13 +99,15 @@ def integrated_gradients(
     batch_size: int = 64,
     static: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C, L) attributions of the networks' logit, and each patient's convergence
-    delta (attributions' sum minus the logit's change from the baseline; ~0 when the
+    """(N, C, L) attributions of the ensemble's differentiable logit
+    (``AttributedLogit``), and each patient's convergence delta (attributions' sum minus the logit's change from the baseline; ~0 when the
     path integral is accurate). ``static``: the patients' (N, S) static covariates, held
     at their values along the path (the series is what is attributed)."""
     from captum.attr import IntegratedGradients
 
-    target = NetworksLogit(ensemble).eval()
+    target = AttributedLogit(ensemble).eval()
+    if not target.weights:
+        raise ValueError(what_is_attributed(ensemble))
     method = IntegratedGradients(target)
     attributions, deltas = [], []
     for start in range(0, len(x), batch_size):
@@ -127,7 +170,10 @@ def attribution_summary(
 ) -> dict:
     """What the report shows: the mean absolute attribution per feature and step over (at
     most ``max_patients`` of) the patients, and the maps of two example patients, the
-    highest risk and the false negative of highest risk (if there is one)."""
+    highest risk and the false negative of highest risk (if there is one). With nothing
+    to attribute (``attributed_sides``): ``{"unavailable": why}``."""
+    if not attributed_sides(ensemble)[0]:
+        return {"unavailable": what_is_attributed(ensemble)}
     rng = np.random.default_rng(seed)
     chosen = np.arange(len(y))
     if len(chosen) > max_patients:
@@ -151,6 +197,7 @@ def attribution_summary(
         "patients": len(chosen),
         "mean_abs": np.abs(per_feature[in_sample]).mean(axis=0),
         "max_delta": float(np.abs(deltas).max()) if len(deltas) else 0.0,
+        "attributed": what_is_attributed(ensemble),
         "examples": [
             {
                 "title": f"{name}: patient {ids[i]} (risk {prob[i]:.2f}, outcome {int(y[i])})",

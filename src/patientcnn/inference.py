@@ -197,10 +197,14 @@ class Scorer:
         self, arrays: PatientArrays, static: np.ndarray | None = None
     ) -> tuple[list[str], list[str]]:
         """Per patient, the top contributing features and time windows (attributions of
-        the trained networks' logit over the series; the static covariates are held at
-        the patient's values; ``patientcnn.explain``), as text."""
-        from patientcnn.explain import integrated_gradients, top_contributions
+        the differentiable part of the logit over the series; the static covariates are
+        held at the patient's values; ``patientcnn.explain``), as text; empty where the
+        blend leaves nothing to attribute (``explain.what_is_attributed`` says why)."""
+        from patientcnn.explain import attributed_sides, integrated_gradients, top_contributions
 
+        if not attributed_sides(self.model)[0]:
+            blank = [""] * len(arrays.ids)
+            return blank, list(blank)
         x, valid, covariates = self._inputs(arrays, static)
         attributions, _ = integrated_gradients(
             self.model,

@@ -73,7 +73,7 @@ def predict_file(
     """Score every patient of ``input`` with the checkpoint and write ``output`` atomically.
 
     ``explain``: also name each patient's top contributing features and time windows
-    (integrated gradients of the trained networks' logit, ``patientcnn.explain``).
+    (integrated gradients of the blend's differentiable sides, ``patientcnn.explain``).
     ``static``: the patients' static covariate table (one row per patient), required
     exactly when the model was trained with static covariates."""
     output = Path(output)
@@ -100,6 +100,11 @@ def predict_file(
     remove_stale_temporaries(Path(tmp_dir), (f"{CHUNKS_PREFIX}*",))
     counts = {"patients": 0, "positive": 0}
     skipped: list = []
+    if explain:
+        from patientcnn.explain import attributed_sides, what_is_attributed
+
+        say = log.info if attributed_sides(scorer.model)[0] else log.warning
+        say("explain=true: %s", what_is_attributed(scorer.model))
 
     def write(tmp: Path) -> None:
         sink = _Sink(tmp, fmt, scorer.columns["id_col"], explain)

@@ -27,6 +27,10 @@ class ClosedFormNetwork(nn.Module):
     (``models.layers.static_width``) and ``self.readout = nn.Linear(n_features + S, 1)``."""
 
     closed_form = True  # fitted by ``fit``, never by gradient steps (a partner network)
+    # whether the logit has a gradient in the series, so integrated gradients can
+    # attribute it (``patientcnn.explain``); a family whose features count threshold
+    # crossings (rocket) has none
+    differentiable = False
     readout: nn.Linear
     static_features: int
 

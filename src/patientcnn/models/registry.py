@@ -48,6 +48,13 @@ def network_class(name: str) -> type[nn.Module]:
     return _NETWORKS[name]
 
 
+def name_of(network: nn.Module) -> str:
+    """The registry name of a built network (its class's), for messages."""
+    _load_families()
+    names = [n for n, cls in _NETWORKS.items() if type(network) is cls]
+    return names[0] if names else type(network).__name__
+
+
 def closed_form_names() -> list[str]:
     """Families fitted in closed form by their ``fit(x, valid, y, seed)`` (no gradient
     steps), marked ``closed_form = True``: they serve as partners (``patientcnn.partner``)."""

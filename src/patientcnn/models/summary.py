@@ -41,7 +41,10 @@ def statistics(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     count = weight.sum(dim=2).clamp(min=1.0)
     mean = (x * weight).sum(dim=2) / count
     centred = (x - mean.unsqueeze(2)) * weight
-    std = ((centred * centred).sum(dim=2) / count).sqrt()
+    variance = (centred * centred).sum(dim=2) / count
+    # 0 for a constant series, with a gradient of 0 there rather than sqrt's infinite one
+    # (integrated gradients run through this; the values are those of .sqrt())
+    std = torch.where(variance > 0, variance.clamp(min=1e-30).sqrt(), torch.zeros_like(variance))
     low = x.masked_fill(~mask, float("inf")).amin(dim=2)
     high = x.masked_fill(~mask, float("-inf")).amax(dim=2)
     _, end = valid_interval(valid)
@@ -58,6 +61,8 @@ def statistics(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 @register("summary")
 class SummaryStatistics(ClosedFormNetwork):
+    differentiable = True  # every statistic has a gradient (min/max/last: of one step)
+
     def __init__(self, in_channels: int, seq_len: int, static_features: int = 0) -> None:
         super().__init__()
         self.in_channels, self.seq_len = in_channels, seq_len

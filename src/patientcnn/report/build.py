@@ -131,7 +131,12 @@ def write_report(
             ("p", _importance_line(importance)),
             ("figures", [("Permutation importance", "importance.png")]),
         ]
-    if explanations is not None:
+    if explanations is not None and "unavailable" in explanations:
+        blocks += [
+            ("h2", "Which measurements at which times drove the risk"),
+            ("p", f"No integrated-gradient attributions: {explanations['unavailable']}."),
+        ]
+    elif explanations is not None:
         plots.attribution_plot(folder / "attributions.png", explanations, time_label)
         blocks += [
             ("h2", "Which measurements at which times drove the risk"),
@@ -252,7 +257,5 @@ def _attribution_line(summary: dict) -> str:
         f"largest deviation from that sum here is {summary['max_delta']:.2g}). The left map "
         "averages the size of the attributions over the patients; the others are single "
         "patients, red pushing towards the outcome and blue away from it. The largest on "
-        f"average is {top}. What is attributed is the trained networks' share of the logit: "
-        "the partners are left out (random kernels count threshold crossings, which have "
-        "no gradient)."
+        f"average is {top}. What is attributed: {summary['attributed']}."
     )
