@@ -65,7 +65,7 @@ def what_is_attributed(ensemble: nn.Module) -> str:
             f"nothing to attribute: the blend gives all its weight to {', '.join(left_out)}, "
             "whose features count threshold crossings and have no gradient"
         )
-    text = f"the attributions explain the share of the logit from {', '.join(attributed)}"
+    text = f"the share of the logit from {', '.join(attributed)}"
     if left_out:
         text += f"; {', '.join(left_out)} (no gradient: threshold counts) is left out"
     return text

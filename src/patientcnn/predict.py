@@ -103,8 +103,13 @@ def predict_file(
     if explain:
         from patientcnn.explain import attributed_sides, what_is_attributed
 
-        say = log.info if attributed_sides(scorer.model)[0] else log.warning
-        say("explain=true: %s", what_is_attributed(scorer.model))
+        if attributed_sides(scorer.model)[0]:
+            log.info("explain=true: attributing %s", what_is_attributed(scorer.model))
+        else:
+            log.warning(
+                "explain=true: %s; top_features and top_time_windows are left empty",
+                what_is_attributed(scorer.model),
+            )
 
     def write(tmp: Path) -> None:
         sink = _Sink(tmp, fmt, scorer.columns["id_col"], explain)
