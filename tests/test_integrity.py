@@ -20,6 +20,7 @@ from patientcnn.config import TRUSTED_TARGETS, check_targets, configured
 from patientcnn.data.arrays import load_array_cohort
 from patientcnn.data.cohort import load_cohort
 from patientcnn.data.reshape import GridSpec, id_order, to_arrays
+from patientcnn.data.spec import TableSpec
 from patientcnn.data.tables import ids_as_text, read_labels, read_table
 from patientcnn.errors import UserError
 from patientcnn.files import (
@@ -145,7 +146,7 @@ def test_npz_ids_are_text(tmp_path):
     path = tmp_path / "x.npz"
     x = np.zeros((3, 4, 2), dtype=np.float32)
     np.savez(path, X=x, y=np.array([0, 1, 0]), ids=np.array([10, 2, 7]))
-    arrays, labels, _ = load_array_cohort(path, None, "patient_id", "label", None, GridSpec())
+    arrays, labels, _ = load_array_cohort(path, None, TableSpec())
     assert arrays.ids.tolist() == ["2", "7", "10"]
     assert labels.index.tolist() == ["10", "2", "7"]
 

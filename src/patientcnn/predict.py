@@ -158,22 +158,14 @@ def _read_chunks(
     from patientcnn.data.chunks import patient_chunks
     from patientcnn.data.cohort import load_measurements
 
-    id_col, time_col = scorer.columns["id_col"], scorer.columns["time_col"]
+    spec = scorer.table_spec()
     numeric = [] if scorer.eav else scorer.features  # EAV values are checked when read
     with patient_chunks(
         path, scorer.input_columns, numeric, chunk_rows, tmp_dir, progress
     ) as files:
         for part in files:
             try:
-                arrays, _ = load_measurements(
-                    part,
-                    id_col,
-                    time_col,
-                    scorer.features,
-                    scorer.grid,
-                    duplicates=scorer.duplicates,
-                    eav=scorer.eav,
-                )
+                arrays, _ = load_measurements(part, spec)
             except UserError as err:
                 if part == path:
                     raise

@@ -464,7 +464,18 @@ def read_labels(
     positive_label: object | None = None,
 ) -> pd.Series:
     """A per-patient 0/1 label Series indexed by patient id, from a `patient_id,label` table."""
-    df = read_table(path, id_col)
+    return labels_of(read_table(path, id_col), path, id_col, label_col, positive_label)
+
+
+def labels_of(
+    df: pd.DataFrame,
+    path: str | Path,
+    id_col: str,
+    label_col: str,
+    positive_label: object | None = None,
+) -> pd.Series:
+    """``read_labels`` of the table ``df`` already read from ``path`` (a caller that needs
+    its other columns too reads the file once)."""
     require_columns(df, path, {"id": id_col, "label": label_col})
     check_ids(df, path, id_col)
     duplicated = df[id_col].duplicated(keep=False)
