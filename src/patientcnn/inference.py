@@ -22,12 +22,12 @@ import torch
 
 from patientcnn.checkpoint import Bundle
 from patientcnn.data.batches import to_channels_first
-from patientcnn.data.chunks import table_columns
 from patientcnn.data.eav import EAVSpec
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, PatientArrays
 from patientcnn.data.spec import TableSpec
 from patientcnn.data.static import StaticEncoder, read_static, static_rows
+from patientcnn.data.tables import table_columns
 from patientcnn.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -27,18 +27,11 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     read as strings, Parquet integer ids become their decimal string. Two columns with
     the same name are an error naming it.
     """
-    path = check_input_file(path)
-    name = path.name.lower()
-    sep = "\t" if name.endswith(".tsv") else ","
-    if not name.endswith(PARQUET_SUFFIXES) and not name.endswith(CSV_SUFFIXES):
-        raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
-    if name.endswith(PARQUET_SUFFIXES):
-        check_unique_columns(parquet_columns(path), path)
-    else:
-        check_text_file(path)
-        check_unique_columns(csv_header(path, sep), path)
+    path = Path(path)
+    table_columns(path)  # the file's type, encoding and header, before the reader sees it
+    sep = delimiter(path)
     try:
-        if name.endswith(PARQUET_SUFFIXES):
+        if is_parquet(path):
             df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path, sep=sep, engine="pyarrow")
@@ -57,6 +50,33 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     if id_col in df.columns:
         df[id_col] = ids_as_text(df[id_col])
     return df
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """The column names of a CSV or Parquet file, reading only its header or schema.
+
+    The one place that tells a table's file type: an unknown suffix, a CSV-named file
+    that is not UTF-8 text, and two columns of one name are errors naming the file.
+    """
+    path = check_input_file(path)
+    if is_parquet(path):
+        columns = parquet_columns(path)
+    elif path.name.lower().endswith(CSV_SUFFIXES):
+        check_text_file(path)
+        columns = csv_header(path, delimiter(path))
+    else:
+        raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
+    check_unique_columns(columns, path)
+    return columns
+
+
+def is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(PARQUET_SUFFIXES)
+
+
+def delimiter(path: Path) -> str:
+    """A CSV file's field separator: a tab for .tsv, else a comma."""
+    return "\t" if path.name.lower().endswith(".tsv") else ","
 
 
 def _maybe_not_as_written(column: pd.Series) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from patientcnn.data import tables
-from patientcnn.data.chunks import table_columns
+from patientcnn.data.tables import table_columns
 from patientcnn.errors import UserError
 from patientcnn.metrics import calibration_metrics
 from patientcnn.report.bootstrap import bootstrap, percentile_interval, resample_weights
