@@ -64,3 +64,21 @@ def test_help_and_a_missing_file_need_no_numerical_import(script, tmp_path):
     assert re.search(r"missing\.csv: (file|checkpoint) not found", refused["stderr"])
     assert "Traceback" not in refused["stderr"]
     assert HEAVY.isdisjoint(refused["imported"]), sorted(HEAVY & set(refused["imported"]))
+
+
+def test_the_early_check_names_a_missing_file_and_leaves_the_rest_to_the_readers(tmp_path):
+    from omegaconf import OmegaConf
+
+    from patientcnn.data.spec import check_input_files
+    from patientcnn.errors import UserError
+
+    here, missing = tmp_path / "m.csv", str(tmp_path / "missing.csv")
+    here.write_text("patient_id,time,hr\n")
+    with pytest.raises(UserError, match=r"missing\.csv: file not found"):
+        check_input_files({"measurements": str(here), "labels": missing})
+    with pytest.raises(UserError, match=r"is a folder, expected a file"):
+        check_input_files({"measurements": str(tmp_path / "m.csv"), "static": str(tmp_path)})
+    # written by the run itself, unset, or a pattern: for the loaders to judge
+    check_input_files({"measurements": missing, "synthetic": {"n_patients": 10}})
+    check_input_files(OmegaConf.create({"measurements": "???", "labels": None}))
+    check_input_files({"measurements": str(tmp_path / "part-*.csv")})

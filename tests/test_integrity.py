@@ -19,9 +19,10 @@ from omegaconf import OmegaConf
 from patientcnn.config import TRUSTED_TARGETS, check_targets, configured
 from patientcnn.data.arrays import load_array_cohort
 from patientcnn.data.cohort import load_cohort
+from patientcnn.data.labels import read_labels
 from patientcnn.data.reshape import GridSpec, id_order, to_arrays
 from patientcnn.data.spec import TableSpec
-from patientcnn.data.tables import ids_as_text, read_labels, read_table
+from patientcnn.data.tables import ids_as_text, read_table
 from patientcnn.errors import UserError
 from patientcnn.files import (
     FolderLock,

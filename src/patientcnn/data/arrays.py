@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from patientcnn.data import tables
+from patientcnn.data.labels import binary_labels, read_labels
 from patientcnn.data.reshape import GridSpec, PatientArrays, check_size, id_order
 from patientcnn.data.spec import TableSpec
 from patientcnn.errors import UserError
@@ -64,15 +65,15 @@ def load_array_cohort(
             y_series = pd.Series(np.asarray(y).reshape(-1), index=ids, name=label_col)
             if len(y_series) != len(ids):
                 raise UserError(f"{labels}: holds {len(y_series)} labels for {len(ids)} patients")
-            return arrays, tables.binary_labels(y_series, labels, label_col, positive_label), source
-        return arrays, tables.read_labels(labels, id_col, label_col, positive_label), source
+            return arrays, binary_labels(y_series, labels, label_col, positive_label), source
+        return arrays, read_labels(labels, id_col, label_col, positive_label), source
     if "y" not in content:
         raise UserError(f"{path}: no labels: add an array 'y' to the npz or set data.labels")
     y = np.asarray(content["y"]).reshape(-1)
     if len(y) != len(ids):
         raise UserError(f"{path}: y holds {len(y)} labels but X holds {len(ids)} patients")
     y_series = pd.Series(y, index=ids, name="y")
-    return arrays, tables.binary_labels(y_series, path, "y", positive_label), Path(path)
+    return arrays, binary_labels(y_series, path, "y", positive_label), Path(path)
 
 
 def _read(path: str | Path) -> dict[str, np.ndarray]:

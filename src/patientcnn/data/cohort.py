@@ -12,6 +12,7 @@ import pandas as pd
 from patientcnn.data import tables
 from patientcnn.data.arrays import is_array_file, load_array_cohort
 from patientcnn.data.eav import eav_rows
+from patientcnn.data.labels import align_labels, binary_labels, labels_of
 from patientcnn.data.reshape import PatientArrays, to_arrays
 from patientcnn.data.spec import TableSpec
 from patientcnn.errors import UserError
@@ -134,18 +135,18 @@ def load_cohort(
         if spec.eav is not None:
             raise UserError(f"{measurements}: data.format=eav needs a table, not an array file")
         arrays, y_series, source = load_array_cohort(measurements, labels, spec)
-        arrays, y = _align_labels(arrays, y_series, Path(measurements), source, spec.unmatched)
+        arrays, y = align_labels(arrays, y_series, Path(measurements), source, spec.unmatched)
         return Cohort(arrays, y)
     arrays, df = load_measurements(measurements, spec, spec.not_features)
     if labels is None:
         label_table, source = df, Path(measurements)
         tables.require_columns(df, measurements, {"label": label_col})
         per_patient = _per_patient(df, measurements, id_col, label_col)
-        y_series = tables.binary_labels(per_patient, measurements, label_col, spec.positive_label)
+        y_series = binary_labels(per_patient, measurements, label_col, spec.positive_label)
     else:
         label_table, source = tables.read_table(labels, id_col), Path(labels)
-        y_series = tables.labels_of(label_table, labels, id_col, label_col, spec.positive_label)
-    arrays, y = _align_labels(arrays, y_series, Path(measurements), source, spec.unmatched)
+        y_series = labels_of(label_table, labels, id_col, label_col, spec.positive_label)
+    arrays, y = align_labels(arrays, y_series, Path(measurements), source, spec.unmatched)
     if len(np.unique(y)) < 2:
         raise UserError(
             f"{source}: column '{label_col}' gives all {len(y)} patients the same outcome; "
@@ -172,42 +173,3 @@ def _per_patient(df: pd.DataFrame, path: str | Path, id_col: str, column: str) -
             f"patient {varying.index[0]} ({len(varying)} patients in all)"
         )
     return df.groupby(id_col, sort=False)[column].first()
-
-
-def _align_labels(
-    arrays: PatientArrays,
-    labels: pd.Series,
-    measurements: Path,
-    label_source: Path,
-    unmatched: str,
-) -> tuple[PatientArrays, np.ndarray]:
-    """Labels in the order of ``arrays``; patients in only one table are reported by id."""
-    ids = pd.Index(arrays.ids)
-    index = labels.index
-    if ids.dtype.kind != index.dtype.kind:
-        ids, index = ids.astype(str), index.astype(str)
-        labels = labels.set_axis(index)
-    unlabeled = ids.difference(index)
-    unknown = index.difference(ids)
-    problems = [
-        f"{len(missing)} patients in {have} have no {what} in {lack} (e.g. {_examples(missing)})"
-        for missing, have, what, lack in (
-            (unlabeled, measurements, "label", label_source),
-            (unknown, label_source, "measurements", measurements),
-        )
-        if len(missing)
-    ]
-    if problems and unmatched == "error":
-        raise UserError("; ".join(problems) + ". Set data.unmatched=drop to leave them out")
-    for problem in problems:
-        log.warning("%s; they are left out (data.unmatched=drop)", problem)
-    if len(unlabeled):
-        keep = ~ids.isin(unlabeled)
-        if not keep.any():
-            raise UserError(f"no patient in {measurements} has a label in {label_source}")
-        arrays, ids = arrays.subset(np.flatnonzero(keep)), ids[keep]
-    return arrays, labels.reindex(ids).to_numpy(dtype=np.int64)
-
-
-def _examples(ids: pd.Index) -> str:
-    return ", ".join(map(str, ids[:3]))

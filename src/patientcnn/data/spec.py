@@ -87,12 +87,13 @@ def check_input_files(data: Mapping) -> None:
     the message the readers would give later, but before seconds of imports).
 
     A synthetic cohort's files are written by the run itself, so they are not checked;
-    a key left unset (``???``) or not a plain path is left to the full config check."""
+    a key left unset (``???``) or not a plain path, and a pattern (``*``, ``?``, ``[``)
+    that a loader may expand, are left to the full check when the data is read."""
     if _plain(data, "synthetic"):
         return
     for key in INPUT_FILE_KEYS:
         path = _plain(data, key)
-        if isinstance(path, str) and path:
+        if isinstance(path, str) and path and not any(c in path for c in "*?["):
             check_input_file(path)
 
 

@@ -1,4 +1,4 @@
-"""Reading and validating the user's measurement and label tables.
+"""Reading one table file (CSV or Parquet) and validating its columns and cells.
 
 Every check names the file, the column and, where there is one, the patient and row
 (1-based, header excluded) so the user can find the problem. Values are never quoted:
@@ -475,75 +475,6 @@ def check_ids(df: pd.DataFrame, path: str | Path, id_col: str) -> None:
             f"{path}: column '{id_col}' is empty in row {row + 1} "
             f"({int(missing.sum())} rows without a patient id)"
         )
-
-
-def read_labels(
-    path: str | Path,
-    id_col: str,
-    label_col: str,
-    positive_label: object | None = None,
-) -> pd.Series:
-    """A per-patient 0/1 label Series indexed by patient id, from a `patient_id,label` table."""
-    return labels_of(read_table(path, id_col), path, id_col, label_col, positive_label)
-
-
-def labels_of(
-    df: pd.DataFrame,
-    path: str | Path,
-    id_col: str,
-    label_col: str,
-    positive_label: object | None = None,
-) -> pd.Series:
-    """``read_labels`` of the table ``df`` already read from ``path`` (a caller that needs
-    its other columns too reads the file once)."""
-    require_columns(df, path, {"id": id_col, "label": label_col})
-    check_ids(df, path, id_col)
-    duplicated = df[id_col].duplicated(keep=False)
-    if duplicated.any():
-        clash = df.loc[duplicated, [id_col, label_col]].drop_duplicates()
-        if clash[id_col].duplicated().any():
-            patient = clash.loc[clash[id_col].duplicated(), id_col].iloc[0]
-            raise UserError(f"{path}: patient {patient} has more than one label")
-        df = df.drop_duplicates(subset=[id_col])
-    labels = df.set_index(id_col)[label_col]
-    return binary_labels(labels, path, label_col, positive_label)
-
-
-def binary_labels(
-    labels: pd.Series, path: str | Path, label_col: str, positive_label: object | None = None
-) -> pd.Series:
-    """Map labels to 0/1: {0, 1} or booleans as they are, anything else via positive_label."""
-    missing = labels.isna()
-    if missing.any():
-        raise UserError(
-            f"{path}: column '{label_col}' is empty for patient {labels.index[missing.argmax()]} "
-            f"({int(missing.sum())} patients without a label)"
-        )
-    values = set(labels.unique().tolist())
-    if positive_label is not None:
-        if positive_label not in values and str(positive_label) not in {str(v) for v in values}:
-            raise UserError(
-                f"{path}: data.positive_label={positive_label!r} never occurs in column "
-                f"'{label_col}' (values: {_show(values)})"
-            )
-        if len(values) > 2:
-            raise UserError(
-                f"{path}: column '{label_col}' has {len(values)} distinct values ({_show(values)}); "
-                "a binary outcome needs two"
-            )
-        positive = labels.astype(str) == str(positive_label)
-        return positive.astype(np.int64).rename("label")
-    if values <= {0, 1} or values <= {True, False}:
-        return labels.astype(np.int64).rename("label")
-    raise UserError(
-        f"{path}: column '{label_col}' must be 0/1 for a binary outcome but holds {_show(values)}; "
-        "set data.positive_label to the value that means the outcome happened"
-    )
-
-
-def _show(values: set) -> str:
-    shown = sorted(map(str, values))
-    return ", ".join(shown[:6]) + (f" ... ({len(shown)} values)" if len(shown) > 6 else "")
 
 
 def _raise_at_row(
