@@ -245,7 +245,7 @@ def test_encodings_and_compression_are_named(tmp_path, content, pattern):
 
 
 def test_mixed_aware_and_naive_datetimes_name_the_row(tmp_path):
-    from patientcnn.data.tables import time_in_hours
+    from patientcnn.data.tables import TableRows, time_in_hours
 
     df = pd.DataFrame(
         {
@@ -256,9 +256,9 @@ def test_mixed_aware_and_naive_datetimes_name_the_row(tmp_path):
     with pytest.raises(
         UserError, match=r"'t' mixes date-times with and without a time zone.*row 2"
     ):
-        time_in_hours(df, "m.csv", "patient_id", "t")
+        time_in_hours(TableRows(df, "m.csv", "patient_id"), "t")
     df["t"] = ["2024-01-01 00:00+00:00", "2024-01-01 03:00+02:00", "2024-01-01 02:00Z"]
-    hours = time_in_hours(df, "m.csv", "patient_id", "t")
+    hours = time_in_hours(TableRows(df, "m.csv", "patient_id"), "t")
     assert hours[1] - hours[0] == pytest.approx(1.0)  # offsets are honoured
 
 

@@ -51,9 +51,10 @@ def load_measurements(
     if anchor_col:
         roles["anchor"] = anchor_col
     tables.require_columns(df, path, roles)
-    tables.check_ids(df, path, id_col)
+    rows = tables.TableRows(df, path, id_col)
+    tables.check_ids(rows)
     # times are checked on the file's own rows, so that a message names the right row
-    hours = tables.time_in_hours(df, path, id_col, time_col, allow_negative=bool(anchor_col))
+    hours = tables.time_in_hours(rows, time_col, allow_negative=bool(anchor_col))
     anchor = None
     if anchor_col:
         _per_patient(df, path, id_col, anchor_col)
@@ -63,7 +64,7 @@ def load_measurements(
                 f"{path}: time column '{time_col}' holds {kinds[0]} but anchor column "
                 f"'{anchor_col}' holds {kinds[1]}; both must be the same kind of time"
             )
-        anchor = tables.time_in_hours(df, path, id_col, anchor_col, allow_negative=True)
+        anchor = tables.time_in_hours(rows, anchor_col, allow_negative=True)
     if spec.eav is not None:
         carry = tuple(c for c in (anchor_col, *exclude) if c and c in df.columns)
         timed = df.assign(**{HOURS: hours, ANCHOR: anchor if anchor is not None else hours})
@@ -89,8 +90,8 @@ def load_measurements(
         not_features = [id_col, time_col, *([anchor_col] if anchor_col else []), *exclude]
         features = tables.resolve_features(df, path, not_features, features)
         if spec.duplicates == "error":
-            tables.check_duplicate_times(df, path, id_col, time_col, hours)
-        values = tables.feature_matrix(df, path, id_col, features)
+            tables.check_duplicate_times(rows, time_col, hours)
+        values = tables.feature_matrix(rows, features)
     try:
         arrays = to_arrays(df[id_col], hours, values, features, grid, anchor)
     except UserError as err:

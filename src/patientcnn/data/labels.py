@@ -40,7 +40,7 @@ def labels_of(
     """``read_labels`` of the table ``df`` already read from ``path`` (a caller that needs
     its other columns too reads the file once)."""
     tables.require_columns(df, path, {"id": id_col, "label": label_col})
-    tables.check_ids(df, path, id_col)
+    tables.check_ids(tables.TableRows(df, path, id_col))
     duplicated = df[id_col].duplicated(keep=False)
     if duplicated.any():
         clash = df.loc[duplicated, [id_col, label_col]].drop_duplicates()

@@ -7,6 +7,7 @@ they may be patient data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,17 @@ from patientcnn.files import check_input_file
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """A table's rows with what every message about one of them names: the file they were
+    read from, and the id column that says whose row it is. Built once per table and
+    handed to the row checks (``check_ids``, ``time_in_hours``, ``feature_matrix``...)."""
+
+    df: pd.DataFrame
+    path: str | Path
+    id_col: str
 
 
 def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
@@ -283,13 +295,12 @@ def looks_numeric(column: pd.Series) -> bool:
     return bool(parsed.mean() >= 0.5)
 
 
-def feature_matrix(
-    df: pd.DataFrame, path: str | Path, id_col: str, features: list[str]
-) -> np.ndarray:
+def feature_matrix(rows: TableRows, features: list[str]) -> np.ndarray:
     """The feature columns as float32 (rows, C); NaN marks a missing value.
 
     A value that is present but not a number, or infinite, is an error naming the row.
     """
+    df, path = rows.df, rows.path
     out = np.empty((len(df), len(features)), dtype=np.float32)
     for j, name in enumerate(features):
         column = df[name]
@@ -300,9 +311,7 @@ def feature_matrix(
             bad = numeric.isna() & column.notna() & (column.astype(str).str.strip() != "")
             if bad.any():
                 _raise_at_row(
-                    df,
-                    path,
-                    id_col,
+                    rows,
                     name,
                     int(np.flatnonzero(bad.to_numpy())[0]),
                     "is not a number",
@@ -318,9 +327,7 @@ def feature_matrix(
         infinite = np.isinf(values)
         if infinite.any():
             _raise_at_row(
-                df,
-                path,
-                id_col,
+                rows,
                 name,
                 int(np.flatnonzero(infinite)[0]),
                 "is infinite",
@@ -330,26 +337,25 @@ def feature_matrix(
     return out
 
 
-def time_in_hours(
-    df: pd.DataFrame, path: str | Path, id_col: str, time_col: str, allow_negative: bool = False
-) -> np.ndarray:
+def time_in_hours(rows: TableRows, time_col: str, allow_negative: bool = False) -> np.ndarray:
     """The time column as float64: numbers as they are (steps or hours), datetimes in hours.
 
     Negative numbers are an error unless ``allow_negative`` (times relative to an anchor,
     such as labs drawn before admission, may precede it).
     """
+    df = rows.df
     column = df[time_col]
     numeric = looks_numeric(column) and not pd.api.types.is_bool_dtype(column)
     if numeric:
         parsed = pd.to_numeric(column, errors="coerce")  # numbers with a stray word
-        _check_parsed(df, path, id_col, time_col, column, parsed.isna())
+        _check_parsed(rows, time_col, column, parsed.isna())
         values = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         if pd.api.types.is_datetime64_any_dtype(column):
             stamps = column
         else:
-            stamps = _parse_datetimes(df, path, id_col, time_col, column)
-            _check_parsed(df, path, id_col, time_col, column, stamps.isna())
+            stamps = _parse_datetimes(rows, time_col, column)
+            _check_parsed(rows, time_col, column, stamps.isna())
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
         values = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
@@ -358,9 +364,7 @@ def time_in_hours(
     missing = np.isnan(values)
     if missing.any():
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(missing)[0]),
             "is missing",
@@ -368,9 +372,7 @@ def time_in_hours(
         )
     if np.isinf(values).any():
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(np.isinf(values))[0]),
             "is infinite",
@@ -379,9 +381,7 @@ def time_in_hours(
     negative = values < 0  # date-times before 1970 are negative hours, and fine
     if numeric and negative.any() and not allow_negative:
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(negative)[0]),
             "is negative (times are steps or hours since admission, 0 or later)",
@@ -393,11 +393,10 @@ def time_in_hours(
 TZ_SUFFIX = r"(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
 
 
-def _parse_datetimes(
-    df: pd.DataFrame, path: str | Path, id_col: str, time_col: str, column: pd.Series
-) -> pd.Series:
+def _parse_datetimes(rows: TableRows, time_col: str, column: pd.Series) -> pd.Series:
     """Date-time text -> timestamps. Stamps that all carry a UTC offset are compared in
     UTC; stamps with and without one cannot be ordered and are an error naming the row."""
+    path = rows.path
     try:
         return pd.to_datetime(column, errors="coerce", format="mixed")
     except (ValueError, TypeError) as err:
@@ -411,9 +410,7 @@ def _parse_datetimes(
     if aware.any() and naive.any():
         minority = naive if naive.sum() <= aware.sum() else aware
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(minority)[0]),
             "mixes date-times with and without a time zone (e.g. +02:00 or Z); give all "
@@ -428,20 +425,11 @@ def _parse_datetimes(
         ) from err
 
 
-def _check_parsed(
-    df: pd.DataFrame,
-    path: str | Path,
-    id_col: str,
-    time_col: str,
-    column: pd.Series,
-    failed: pd.Series,
-) -> None:
+def _check_parsed(rows: TableRows, time_col: str, column: pd.Series, failed: pd.Series) -> None:
     bad = failed & column.notna() & (column.astype(str).str.strip() != "")
     if bad.any():
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(bad.to_numpy())[0]),
             "is neither a number nor a date-time",
@@ -449,16 +437,13 @@ def _check_parsed(
         )
 
 
-def check_duplicate_times(
-    df: pd.DataFrame, path: str | Path, id_col: str, time_col: str, hours: np.ndarray
-) -> None:
+def check_duplicate_times(rows: TableRows, time_col: str, hours: np.ndarray) -> None:
     """Two rows for the same patient and time are an error unless data.duplicates=aggregate."""
+    df, id_col = rows.df, rows.id_col
     repeated = pd.DataFrame({"id": df[id_col].to_numpy(), "t": hours}).duplicated()
     if repeated.any():
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(repeated.to_numpy())[0]),
             "repeats an earlier row's time for the same patient "
@@ -467,7 +452,9 @@ def check_duplicate_times(
         )
 
 
-def check_ids(df: pd.DataFrame, path: str | Path, id_col: str) -> None:
+def check_ids(rows: TableRows) -> None:
+    """Every row names its patient."""
+    df, path, id_col = rows.df, rows.path, rows.id_col
     missing = df[id_col].isna().to_numpy()
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
@@ -477,9 +464,8 @@ def check_ids(df: pd.DataFrame, path: str | Path, id_col: str) -> None:
         )
 
 
-def _raise_at_row(
-    df: pd.DataFrame, path: str | Path, id_col: str, column: str, row: int, problem: str, count: int
-) -> None:
+def _raise_at_row(rows: TableRows, column: str, row: int, problem: str, count: int) -> None:
+    df, path, id_col = rows.df, rows.path, rows.id_col
     patient = df[id_col].iloc[row] if id_col in df.columns else "?"
     more = f" ({count} rows in all)" if count > 1 else ""
     raise UserError(

@@ -68,7 +68,7 @@ def read_subgroups(
     column is constant within each patient)."""
     df = tables.read_table(path, id_col)
     tables.require_columns(df, path, {f"subgroup {c}": c for c in columns})
-    tables.check_ids(df, path, id_col)
+    tables.check_ids(tables.TableRows(df, path, id_col))
     groups = {}
     for column in columns:
         values = df[[id_col, column]].astype({column: "string"}).fillna(MISSING)
