@@ -3,14 +3,18 @@
 import hydra
 from omegaconf import DictConfig
 
-from patientcnn.exit_policy import report_user_errors, run_main
 from patientcnn.config import TRUSTED_TARGETS
-from patientcnn.train import train
+from patientcnn.data.spec import check_input_files
+from patientcnn.exit_policy import report_user_errors, run_main
 
 
 @hydra.main(config_path="configs", config_name="train", execution_whitelist=TRUSTED_TARGETS)
 @report_user_errors
 def main(cfg: DictConfig) -> float:
+    # a missing input file is reported before seconds of torch and Lightning imports
+    check_input_files(cfg.data)
+    from patientcnn.train import train
+
     return train(cfg)
 
 

@@ -10,14 +10,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from patientcnn.checkpoint import load_bundle
 from patientcnn.config import TRUSTED_TARGETS
+from patientcnn.data.spec import check_input_files
 from patientcnn.errors import UserError
-from patientcnn.evaluate import evaluate_cohort
 from patientcnn.exit_policy import report_user_errors, run_main
 from patientcnn.files import check_input_file, refuse_overwriting_inputs, write_json
-from patientcnn.report import write_report
-from patientcnn.report.subgroups import subgroups_from
 
 log = logging.getLogger("patientcnn.evaluate")
 
@@ -33,6 +30,13 @@ def main(cfg: DictConfig) -> None:
     if target.exists() and not cfg.overwrite:
         raise UserError(f"{target} already exists; pass overwrite=true to replace it")
     check_input_file(cfg.checkpoint, "checkpoint")
+    check_input_files(cfg.data)
+    # torch, pandas, scikit-learn, matplotlib: only once the inputs are there
+    from patientcnn.checkpoint import load_bundle
+    from patientcnn.evaluate import evaluate_cohort
+    from patientcnn.report import write_report
+    from patientcnn.report.subgroups import subgroups_from
+
     bundle = load_bundle(cfg.checkpoint)
     result = evaluate_cohort(
         bundle,

@@ -13,9 +13,8 @@ from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf
 
 from patientcnn.config import TRUSTED_TARGETS, configured
+from patientcnn.data.spec import check_input_files
 from patientcnn.exit_policy import report_user_errors, run_main
-from patientcnn.models.layers import describe_head, format_shape_table
-from patientcnn.models.registry import create_network, network_config
 
 
 @hydra.main(
@@ -27,13 +26,18 @@ def main(cfg: DictConfig) -> None:
     static_names = []
     with execution_whitelist(TRUSTED_TARGETS):
         if in_channels is None or seq_len is None:
+            check_input_files(cfg.data)
             datamodule = configured(cfg.data, "data", _convert_="all")
             datamodule.prepare_data()
             datamodule.setup()
             in_channels = in_channels or datamodule.num_channels
             seq_len = seq_len or datamodule.seq_len
             static_names = datamodule.static_features
-    # the network alone, from the registry: no LightningModule, so no Lightning import
+    # the network alone, from the registry: no LightningModule, so no Lightning import;
+    # imported here: --help, a config error or a missing file needs no torch
+    from patientcnn.models.layers import describe_head, format_shape_table
+    from patientcnn.models.registry import create_network, network_config
+
     name, settings = network_config(OmegaConf.to_container(cfg.model, resolve=True))
     if static_names:  # the static covariates join the pooled features, as in training
         settings["static_features"] = len(static_names)

@@ -8,7 +8,6 @@ from omegaconf import DictConfig
 
 from patientcnn.config import TRUSTED_TARGETS
 from patientcnn.exit_policy import report_user_errors, run_main
-from patientcnn.export import export_checkpoint
 from patientcnn.files import check_input_file, refuse_overwriting_inputs
 
 
@@ -18,6 +17,8 @@ def main(cfg: DictConfig) -> None:
     check_input_file(cfg.checkpoint, "checkpoint")
     if cfg.output:
         refuse_overwriting_inputs(cfg.output, {"checkpoint": cfg.checkpoint})
+    from patientcnn.export import export_checkpoint  # torch: only once the inputs are there
+
     export_checkpoint(cfg.checkpoint, cfg.format, cfg.output, overwrite=cfg.overwrite)
 
 

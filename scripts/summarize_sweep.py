@@ -15,10 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from patientcnn.errors import UserError
-from patientcnn.sweep_summary import shown, summarize, sweep_maximizes
 
 
 def main() -> None:
@@ -29,6 +26,10 @@ def main() -> None:
         "--best-report", action="store_true", help="full report of the best trial in <sweep>/best"
     )
     args = parser.parse_args()
+    import pandas as pd  # after parsing: --help and usage errors need no pandas
+
+    from patientcnn.sweep_summary import shown, summarize, sweep_maximizes
+
     try:
         maximize = not args.minimize and sweep_maximizes(args.sweep_dir)
         table, paths = summarize(args.sweep_dir, maximize)

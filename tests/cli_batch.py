@@ -3,7 +3,8 @@
 Starting Python with torch and Lightning costs seconds; a catalogue of bad inputs that
 each fail while loading would spend almost all its time there. This runs the script
 file itself (``runpy``, as ``python script.py ARGS`` does) once per case with its own
-``sys.argv``, and records exit status, stdout and stderr of each case separately.
+``sys.argv``, and records exit status, stdout and stderr of each case separately, and
+the top-level packages imported by then (cases run in order, in one process).
 
 Usage: ``python tests/cli_batch.py SCRIPT CASES.json RESULTS.json`` where CASES maps a
 case name to its argument list.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 
 def run_batch(script: Path, cases: dict[str, list[str]], folder: Path) -> dict[str, dict]:
-    """Run every case of ``script`` in one subprocess; {name: {rc, stdout, stderr}}."""
+    """Run every case of ``script`` in one subprocess; {name: {rc, stdout, stderr, imported}}."""
     cases_file, results_file = folder / "cases.json", folder / "results.json"
     cases_file.write_text(json.dumps(cases))
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
@@ -61,7 +62,13 @@ def main(script: str, cases_file: str, results_file: str) -> None:
             except BaseException:  # what Python would print for an uncaught exception
                 traceback.print_exc()
                 rc = 1
-        results[name] = {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
+        imported = sorted({module.partition(".")[0] for module in sys.modules})
+        results[name] = {
+            "rc": rc,
+            "stdout": out.getvalue(),
+            "stderr": err.getvalue(),
+            "imported": imported,
+        }
     Path(results_file).write_text(json.dumps(results))
 
 

@@ -7,6 +7,7 @@ import pytest
 from patientcnn.data.cohort import load_cohort
 from patientcnn.data.datamodule import PatientDataModule
 from patientcnn.data.reshape import GridSpec
+from patientcnn.data.spec import TableSpec
 from patientcnn.errors import UserError
 
 
@@ -51,9 +52,11 @@ def test_npy_with_a_label_table_or_label_array(tmp_path):
 def test_grid_length_and_alignment_apply_to_arrays(tmp_path):
     x, y, lengths = cohort_arrays()
     np.savez(tmp_path / "c.npz", X=x, y=y)
-    longer = load_cohort(tmp_path / "c.npz", None, grid=GridSpec(length=16)).arrays
+    longer = load_cohort(tmp_path / "c.npz", None, TableSpec(grid=GridSpec(length=16))).arrays
     assert longer.x.shape == (60, 16, 3) and np.isnan(longer.x[:, 10:]).all()
-    end = load_cohort(tmp_path / "c.npz", None, grid=GridSpec(length=4, align="end")).arrays
+    end = load_cohort(
+        tmp_path / "c.npz", None, TableSpec(grid=GridSpec(length=4, align="end"))
+    ).arrays
     np.testing.assert_array_equal(end.x, x[:, -4:])
 
 

@@ -14,6 +14,7 @@ from patientcnn.checkpoint import load_bundle
 from patientcnn.data.cohort import load_measurements
 from patientcnn.data.eav import EAVSpec
 from patientcnn.data.reshape import GridSpec
+from patientcnn.data.spec import TableSpec
 from patientcnn.errors import UserError
 
 SPEC = EAVSpec()
@@ -26,9 +27,8 @@ def melt(wide: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 
 def load(path, eav=None, features=None, duplicates="error", grid=None):
-    return load_measurements(
-        path, "patient_id", "time", features, grid or GridSpec(), (), duplicates, eav
-    )[0]
+    spec = TableSpec(features=features, grid=grid, duplicates=duplicates, eav=eav)
+    return load_measurements(path, spec)[0]
 
 
 def test_the_same_data_gives_identical_tensors_wide_or_eav(small_cohort, tmp_path):

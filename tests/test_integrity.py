@@ -19,8 +19,10 @@ from omegaconf import OmegaConf
 from patientcnn.config import TRUSTED_TARGETS, check_targets, configured
 from patientcnn.data.arrays import load_array_cohort
 from patientcnn.data.cohort import load_cohort
+from patientcnn.data.labels import read_labels
 from patientcnn.data.reshape import GridSpec, id_order, to_arrays
-from patientcnn.data.tables import ids_as_text, read_labels, read_table
+from patientcnn.data.spec import TableSpec
+from patientcnn.data.tables import ids_as_text, read_table
 from patientcnn.errors import UserError
 from patientcnn.files import (
     FolderLock,
@@ -145,7 +147,7 @@ def test_npz_ids_are_text(tmp_path):
     path = tmp_path / "x.npz"
     x = np.zeros((3, 4, 2), dtype=np.float32)
     np.savez(path, X=x, y=np.array([0, 1, 0]), ids=np.array([10, 2, 7]))
-    arrays, labels, _ = load_array_cohort(path, None, "patient_id", "label", None, GridSpec())
+    arrays, labels, _ = load_array_cohort(path, None, TableSpec())
     assert arrays.ids.tolist() == ["2", "7", "10"]
     assert labels.index.tolist() == ["10", "2", "7"]
 
@@ -243,7 +245,7 @@ def test_encodings_and_compression_are_named(tmp_path, content, pattern):
 
 
 def test_mixed_aware_and_naive_datetimes_name_the_row(tmp_path):
-    from patientcnn.data.tables import time_in_hours
+    from patientcnn.data.tables import TableRows, time_in_hours
 
     df = pd.DataFrame(
         {
@@ -254,9 +256,9 @@ def test_mixed_aware_and_naive_datetimes_name_the_row(tmp_path):
     with pytest.raises(
         UserError, match=r"'t' mixes date-times with and without a time zone.*row 2"
     ):
-        time_in_hours(df, "m.csv", "patient_id", "t")
+        time_in_hours(TableRows(df, "m.csv", "patient_id"), "t")
     df["t"] = ["2024-01-01 00:00+00:00", "2024-01-01 03:00+02:00", "2024-01-01 02:00Z"]
-    hours = time_in_hours(df, "m.csv", "patient_id", "t")
+    hours = time_in_hours(TableRows(df, "m.csv", "patient_id"), "t")
     assert hours[1] - hours[0] == pytest.approx(1.0)  # offsets are honoured
 
 

@@ -11,6 +11,7 @@ from patientcnn.checkpoint import load_bundle
 from patientcnn.data.cohort import load_cohort, load_measurements
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, to_arrays
+from patientcnn.data.spec import TableSpec
 from patientcnn.errors import UserError
 
 
@@ -68,14 +69,16 @@ def test_datetimes_with_anchor_equal_float_hours(tmp_path, align):
     as_datetimes(df).to_csv(tmp_path / "d.csv", index=False)
     common = {"step": 2.0, "length": 6, "align": align, "agg": {"lactate": "max"}}
     a, _ = load_measurements(
-        tmp_path / "h.csv", "patient_id", "hours", None, GridSpec(anchor_col="admit", **common)
+        tmp_path / "h.csv",
+        TableSpec(time_col="hours", grid=GridSpec(anchor_col="admit", **common)),
     )
     b, _ = load_measurements(
         tmp_path / "d.csv",
-        "patient_id",
-        "charttime",
-        ["hr", "lactate"],
-        GridSpec(anchor_col="admit_time", **common),
+        TableSpec(
+            time_col="charttime",
+            features=["hr", "lactate"],
+            grid=GridSpec(anchor_col="admit_time", **common),
+        ),
     )
     assert a.features == ["hr", "lactate"]  # the anchor column is never a feature
     np.testing.assert_array_equal(a.x, b.x)
@@ -167,7 +170,8 @@ def test_anchor_that_changes_within_a_patient_is_named(tmp_path):
     df.to_csv(tmp_path / "m.csv", index=False)
     with pytest.raises(UserError, match=r"'admit' must be constant .* patient p2"):
         load_measurements(
-            tmp_path / "m.csv", "patient_id", "hours", None, GridSpec(length=4, anchor_col="admit")
+            tmp_path / "m.csv",
+            TableSpec(time_col="hours", grid=GridSpec(length=4, anchor_col="admit")),
         )
 
 
@@ -185,7 +189,7 @@ def write_tables(tmp_path, ids_with_rows, ids_with_labels):
 def test_unmatched_patients_are_reported_both_ways(tmp_path):
     m, y = write_tables(tmp_path, ["p0", "p1", "p2", "p3"], ["p1", "p2", "p3", "p4"])
     with pytest.raises(UserError) as err:
-        load_cohort(m, y, time_col="hours")
+        load_cohort(m, y, TableSpec(time_col="hours"))
     text = str(err.value)
     assert "1 patients in" in text and "no label" in text and "p0" in text
     assert "no measurements" in text and "p4" in text and "data.unmatched=drop" in text
@@ -194,7 +198,7 @@ def test_unmatched_patients_are_reported_both_ways(tmp_path):
 def test_unmatched_patients_dropped_with_a_warning(tmp_path, caplog):
     m, y = write_tables(tmp_path, ["p0", "p1", "p2", "p3"], ["p1", "p2", "p3", "p4"])
     with caplog.at_level(logging.WARNING):
-        cohort = load_cohort(m, y, time_col="hours", unmatched="drop")
+        cohort = load_cohort(m, y, TableSpec(time_col="hours", unmatched="drop"))
     assert list(cohort.arrays.ids) == ["p1", "p2", "p3"]
     assert cohort.y.tolist() == [0, 1, 0] and len(cohort.arrays.x) == 3
     assert "p0" in caplog.text and "p4" in caplog.text
@@ -269,8 +273,5 @@ def test_anchor_of_another_kind_of_time_is_named(tmp_path):
     ):
         load_measurements(
             tmp_path / "m.csv",
-            "patient_id",
-            "charttime",
-            None,
-            GridSpec(length=4, anchor_col="admit_time"),
+            TableSpec(time_col="charttime", grid=GridSpec(length=4, anchor_col="admit_time")),
         )

@@ -187,7 +187,7 @@ def test_existing_output_is_kept_unless_overwrite(trained, small_cohort, tmp_pat
 
 def test_an_interrupted_run_leaves_no_file(trained, small_cohort, tmp_path, monkeypatch):
     """Interrupted after the first chunk was written: neither output nor temporary file."""
-    import patientcnn.predict as predict
+    import patientcnn.inference as inference  # predict_file imports it when it runs
 
     calls = []
 
@@ -197,7 +197,7 @@ def test_an_interrupted_run_leaves_no_file(trained, small_cohort, tmp_path, monk
             raise KeyboardInterrupt
         return np.zeros(len(arrays.ids), dtype=bool)
 
-    monkeypatch.setattr(predict, "unusable", interrupt_second_chunk)
+    monkeypatch.setattr(inference, "unusable", interrupt_second_chunk)
     out = tmp_path / "out" / "p.csv"
     with pytest.raises(KeyboardInterrupt):
         predict_file(

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from patientcnn.data.reshape import GridSpec, to_arrays
+from patientcnn.data.spec import TableSpec
 
 
 def long_table(seed: int = 0) -> pd.DataFrame:
@@ -99,8 +100,8 @@ def test_datetime_and_float_hours_give_the_same_array(tmp_path):
     stamps = df.assign(time=pd.Timestamp("2024-01-01") + pd.to_timedelta(df["time"], unit="h"))
     hours.to_csv(tmp_path / "h.csv", index=False)
     stamps.to_csv(tmp_path / "d.csv", index=False)
-    a, _ = load_measurements(tmp_path / "h.csv", "patient_id", "time", None, GridSpec())
-    b, _ = load_measurements(tmp_path / "d.csv", "patient_id", "time", None, GridSpec())
+    a, _ = load_measurements(tmp_path / "h.csv", TableSpec())
+    b, _ = load_measurements(tmp_path / "d.csv", TableSpec())
     np.testing.assert_array_equal(a.x, b.x)
 
 

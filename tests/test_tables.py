@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from patientcnn.data.cohort import load_cohort
+from patientcnn.data.spec import TableSpec
 from patientcnn.errors import UserError
 
 
@@ -28,7 +29,7 @@ def tables(tmp_path):
 
 
 def load(tmp_path, m, y, **kw):
-    return load_cohort(write(tmp_path, "m.csv", m), write(tmp_path, "y.csv", y), **kw)
+    return load_cohort(write(tmp_path, "m.csv", m), write(tmp_path, "y.csv", y), TableSpec(**kw))
 
 
 def test_good_tables_load(tables):
@@ -101,3 +102,28 @@ def test_infinite_value_is_an_error(tables):
     m.loc[2, "map"] = float("inf")
     with pytest.raises(UserError, match="'map' is infinite in row 3"):
         load(tmp, m, y)
+
+
+def test_a_split_column_in_the_label_table_is_read_with_the_labels(tables, monkeypatch):
+    """Labels and split come from one read of the label table (it used to be read twice)."""
+    from patientcnn.data import tables as reader
+
+    tmp, m, y = tables
+    reads = []
+
+    def counted(path, id_col=None):
+        reads.append(path.name if hasattr(path, "name") else str(path))
+        return read_table(path, id_col)
+
+    read_table = reader.read_table
+    monkeypatch.setattr(reader, "read_table", counted)
+    y = y.assign(split=["train", "val", "test"])
+    cohort = load(tmp, m, y, split_col="split")
+    assert sorted(reads) == ["m.csv", "y.csv"]
+    assert cohort.split.tolist() == ["train", "val", "test"] and cohort.y.tolist() == [0, 1, 0]
+
+
+def test_a_missing_split_column_names_the_label_table(tables):
+    tmp, m, y = tables
+    with pytest.raises(UserError, match=r"y\.csv: no split column 'split'"):
+        load(tmp, m, y, split_col="split")

@@ -19,7 +19,7 @@ import pyarrow.parquet
 from benchmarks._common import best_times_interleaved, peak_mb
 from benchmarks.reshape import long_table
 from patientcnn.data.cohort import load_measurements
-from patientcnn.data.reshape import GridSpec
+from patientcnn.data.spec import TableSpec
 
 
 def write_tables(folder: Path, n_patients: int) -> dict[str, Path]:
@@ -33,7 +33,7 @@ def write_tables(folder: Path, n_patients: int) -> dict[str, Path]:
 
 
 def end_to_end(path: Path) -> object:
-    return load_measurements(path, "patient_id", "time", None, GridSpec())[0]
+    return load_measurements(path, TableSpec())[0]
 
 
 def run(quick: bool) -> list[dict]:

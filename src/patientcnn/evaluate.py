@@ -73,22 +73,11 @@ def evaluate_cohort(
     with static covariates."""
     scorer = Scorer.from_bundle(bundle, device=device, batch_size=batch_size)
     threshold = check_threshold(bundle.threshold if threshold is None else threshold)
-    columns = scorer.columns
-    label_col = label_col or columns["label_col"]
+    label_col = label_col or scorer.columns["label_col"]
     check_input_columns(Path(measurements), scorer, expected=(label_col,))
     static_table = scorer.read_static(static)
-    cohort = load_cohort(
-        measurements,
-        labels,
-        id_col=columns["id_col"],
-        time_col=columns["time_col"],
-        label_col=label_col,
-        features=scorer.features,
-        grid=scorer.grid,
-        positive_label=positive_label,
-        duplicates=scorer.duplicates,
-        eav=scorer.eav,
-    )
+    spec = scorer.table_spec(label_col=label_col, positive_label=positive_label)
+    cohort = load_cohort(measurements, labels, spec)
     empty = unusable(cohort.arrays)
     skipped = cohort.arrays.ids[empty].tolist()
     if skipped:

@@ -22,11 +22,12 @@ import torch
 
 from patientcnn.checkpoint import Bundle
 from patientcnn.data.batches import to_channels_first
-from patientcnn.data.chunks import table_columns
 from patientcnn.data.eav import EAVSpec
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, PatientArrays
+from patientcnn.data.spec import TableSpec
 from patientcnn.data.static import StaticEncoder, read_static, static_rows
+from patientcnn.data.tables import table_columns
 from patientcnn.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,18 @@ class Scorer:
     def features(self) -> list[str]:
         """The raw input columns (EAV: variables) the model needs, in the training order."""
         return list(self.preprocessor.features)
+
+    def table_spec(self, **overrides: object) -> TableSpec:
+        """How a new table is read: training's columns, features, grid, duplicates rule
+        and layout (``overrides``: e.g. evaluation's label column)."""
+        settings = {
+            **self.columns,
+            "features": self.features,
+            "grid": self.grid,
+            "duplicates": self.duplicates,
+            "eav": self.eav,
+        }
+        return TableSpec(**{**settings, **overrides})
 
     @property
     def input_columns(self) -> list[str]:

@@ -15,16 +15,8 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from tqdm.auto import tqdm
-
-from patientcnn.checkpoint import load_bundle
-from patientcnn.data.chunks import CHUNKS_PREFIX, patient_chunks
-from patientcnn.data.cohort import load_measurements
 from patientcnn.errors import UserError
 from patientcnn.files import (
     atomic_write,
@@ -33,14 +25,12 @@ from patientcnn.files import (
     refuse_overwriting_inputs,
     remove_stale_temporaries,
 )
-from patientcnn.inference import (
-    Scorer,
-    check_input_columns,
-    check_threshold,
-    probabilities,
-    unusable,
-    warn_skipped,
-)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from patientcnn.inference import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +72,22 @@ def predict_file(
     if output.exists() and not overwrite:
         raise UserError(f"{output} already exists; pass overwrite=true to replace it")
     check_input_file(checkpoint, "checkpoint")
+    check_input_file(input)
+    # the numerical libraries (seconds to import) only once the arguments are checked
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from patientcnn.checkpoint import load_bundle
+    from patientcnn.data.chunks import CHUNKS_PREFIX
+    from patientcnn.inference import (
+        Scorer,
+        check_input_columns,
+        check_threshold,
+        probabilities,
+        unusable,
+        warn_skipped,
+    )
+
     bundle = load_bundle(checkpoint)
     threshold = check_threshold(bundle.threshold if threshold is None else threshold)
     source = (
@@ -159,22 +165,17 @@ def _read_chunks(
     path: Path, scorer: Scorer, chunk_rows: int, tmp_dir: str | Path | None, progress: bool
 ):
     """Reshaped patients, one chunk of whole patients at a time."""
-    id_col, time_col = scorer.columns["id_col"], scorer.columns["time_col"]
+    from patientcnn.data.chunks import patient_chunks
+    from patientcnn.data.cohort import load_measurements
+
+    spec = scorer.table_spec()
     numeric = [] if scorer.eav else scorer.features  # EAV values are checked when read
     with patient_chunks(
         path, scorer.input_columns, numeric, chunk_rows, tmp_dir, progress
     ) as files:
         for part in files:
             try:
-                arrays, _ = load_measurements(
-                    part,
-                    id_col,
-                    time_col,
-                    scorer.features,
-                    scorer.grid,
-                    duplicates=scorer.duplicates,
-                    eav=scorer.eav,
-                )
+                arrays, _ = load_measurements(part, spec)
             except UserError as err:
                 if part == path:
                     raise
@@ -204,6 +205,10 @@ class _Sink:
         label: np.ndarray,
         reasons: tuple[list[str], list[str]] | None = None,
     ) -> None:
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         frame = pd.DataFrame(
             {
                 self.id_col: pd.Series(ids, dtype=object),  # text, as in the input
@@ -228,6 +233,8 @@ class _Sink:
     def close(self) -> None:
         """Finish the file; with no patient at all it still gets its header."""
         if not self.started:
+            import numpy as np
+
             self.write(np.array([], dtype=object), np.array([]), np.array([], dtype=np.int8))
         if self.parquet is not None:
             self.parquet.close()

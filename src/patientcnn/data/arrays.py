@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from patientcnn.data import tables
+from patientcnn.data.labels import binary_labels, read_labels
 from patientcnn.data.reshape import GridSpec, PatientArrays, check_size, id_order
+from patientcnn.data.spec import TableSpec
 from patientcnn.errors import UserError
 from patientcnn.files import check_input_file
 
@@ -28,15 +30,13 @@ def is_array_file(path: str | Path) -> bool:
 
 
 def load_array_cohort(
-    path: str | Path,
-    labels: str | Path | None,
-    id_col: str,
-    label_col: str,
-    features: list[str] | None,
-    grid: GridSpec,
-    positive_label: object | None = None,
+    path: str | Path, labels: str | Path | None, spec: TableSpec
 ) -> tuple[PatientArrays, pd.Series, Path]:
-    """Arrays, a 0/1 label Series indexed by patient id, and the file the labels came from."""
+    """Arrays, a 0/1 label Series indexed by patient id, and the file the labels came from.
+
+    Of ``spec`` only the id and label columns, the features, the grid and the positive
+    label apply (an array has no time column, rows or EAV layout)."""
+    id_col, label_col, positive_label = spec.id_col, spec.label_col, spec.positive_label
     content = _read(path)
     x = content.get("X")
     if x is None:
@@ -52,8 +52,8 @@ def load_array_cohort(
         patient = int(np.flatnonzero(np.isinf(x).any(axis=(1, 2)))[0])
         raise UserError(f"{path}: X holds infinite values (first in patient row {patient})")
     ids = _ids(content, path, len(x))
-    names, x = _features(content, path, x, features)
-    arrays = _pad_or_truncate(x, ids, names, grid)
+    names, x = _features(content, path, x, spec.features)
+    arrays = _pad_or_truncate(x, ids, names, spec.grid)
 
     if labels is not None:
         source = Path(labels)
@@ -65,15 +65,15 @@ def load_array_cohort(
             y_series = pd.Series(np.asarray(y).reshape(-1), index=ids, name=label_col)
             if len(y_series) != len(ids):
                 raise UserError(f"{labels}: holds {len(y_series)} labels for {len(ids)} patients")
-            return arrays, tables.binary_labels(y_series, labels, label_col, positive_label), source
-        return arrays, tables.read_labels(labels, id_col, label_col, positive_label), source
+            return arrays, binary_labels(y_series, labels, label_col, positive_label), source
+        return arrays, read_labels(labels, id_col, label_col, positive_label), source
     if "y" not in content:
         raise UserError(f"{path}: no labels: add an array 'y' to the npz or set data.labels")
     y = np.asarray(content["y"]).reshape(-1)
     if len(y) != len(ids):
         raise UserError(f"{path}: y holds {len(y)} labels but X holds {len(ids)} patients")
     y_series = pd.Series(y, index=ids, name="y")
-    return arrays, tables.binary_labels(y_series, path, "y", positive_label), Path(path)
+    return arrays, binary_labels(y_series, path, "y", positive_label), Path(path)
 
 
 def _read(path: str | Path) -> dict[str, np.ndarray]:
@@ -109,7 +109,7 @@ def _ids(content: dict[str, np.ndarray], path: str | Path, n: int) -> np.ndarray
 
 
 def _features(
-    content: dict[str, np.ndarray], path: str | Path, x: np.ndarray, chosen: list[str] | None
+    content: dict[str, np.ndarray], path: str | Path, x: np.ndarray, chosen: tuple[str, ...] | None
 ) -> tuple[list[str], np.ndarray]:
     """Feature names from the file, from data.features, or feature_0..; a subset by name."""
     n = x.shape[2]

@@ -25,38 +25,17 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from patientcnn.data.tables import (
-    CSV_SUFFIXES,
-    PARQUET_SUFFIXES,
-    check_text_file,
-    check_unique_columns,
-    csv_header,
-    parquet_columns,
-)
+from patientcnn.data.tables import delimiter, is_parquet, table_columns
 from patientcnn.errors import UserError
-from patientcnn.files import check_input_file, remove_stale_temporaries
+from patientcnn.files import remove_stale_temporaries
 
 CSV_BLOCK_BYTES = 16 << 20  # pyarrow CSV block: rows arrive about this many bytes at a time
 CHUNKS_PREFIX = ".patientcnn-chunks-"  # + pid: a killed run's folder is found and removed
 
 
-def table_columns(path: str | Path) -> list[str]:
-    """The column names of a CSV or Parquet file, reading only its header or schema."""
-    path = check_input_file(path)
-    if _is_parquet(path):
-        columns = parquet_columns(path)
-    elif path.name.lower().endswith(CSV_SUFFIXES):
-        check_text_file(path)
-        columns = csv_header(path, _sep(path))
-    else:
-        raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
-    check_unique_columns(columns, path)
-    return columns
-
-
 def estimated_rows(path: Path) -> int:
     """Parquet: the exact row count from the footer; CSV: an estimate from the first MB."""
-    if _is_parquet(path):
+    if is_parquet(path):
         return pq.ParquetFile(path).metadata.num_rows
     compressed = path.name.lower().endswith(".gz")
     with (gzip.open if compressed else open)(path, "rb") as f:
@@ -138,7 +117,7 @@ def _partition(
 
 
 def _batches(path: Path, columns: list[str], numeric: list[str]) -> Iterator[pa.RecordBatch]:
-    if _is_parquet(path):
+    if is_parquet(path):
         # one row group at a time: iter_batches over the whole file buffers ahead, and its
         # peak memory grew with the file
         parquet = pq.ParquetFile(path)
@@ -148,7 +127,7 @@ def _batches(path: Path, columns: list[str], numeric: list[str]) -> Iterator[pa.
     reader = pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(delimiter=_sep(path)),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter(path)),
         convert_options=pacsv.ConvertOptions(
             include_columns=columns,
             # a feature whose first block holds only integers may hold decimals later
@@ -175,14 +154,6 @@ def _streaming_error(path: Path, err: Exception) -> str:
             "streaming the file in chunks, where rows are not numbered)"
         )
     return f"{path}: cannot be read as a table ({_reason(err)})"
-
-
-def _is_parquet(path: Path) -> bool:
-    return path.name.lower().endswith(PARQUET_SUFFIXES)
-
-
-def _sep(path: Path) -> str:
-    return "\t" if path.name.lower().endswith(".tsv") else ","
 
 
 def _reason(err: Exception) -> str:

@@ -17,6 +17,7 @@ from patientcnn.data.cohort import Cohort, load_cohort
 from patientcnn.data.eav import eav_spec
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, PatientArrays
+from patientcnn.data.spec import TableSpec
 from patientcnn.data.split import carve_test, given_split
 from patientcnn.data.static import StaticEncoder, read_static, static_rows
 from patientcnn.data.synthetic import read_summary, write_cohort
@@ -80,20 +81,26 @@ class PatientDataModule(pl.LightningDataModule):
         self.labels = labels
         self.test_measurements = test_measurements
         self.test_labels = test_labels
-        self.columns = {"id_col": id_col, "time_col": time_col, "label_col": label_col}
-        self.features = list(features) if features else None
-        self.positive_label = positive_label
-        self.split_col = split_col
-        self.duplicates = duplicates
-        self.eav = eav_spec(format, eav)
+        # the table settings, built once and handed to every loader
+        self.spec = TableSpec(
+            id_col=id_col,
+            time_col=time_col,
+            label_col=label_col,
+            features=features,
+            positive_label=positive_label,
+            split_col=split_col,
+            duplicates=duplicates,
+            unmatched=unmatched,
+            eav=eav_spec(format, eav),
+            grid=GridSpec(**(grid or {})),
+        )
         if not (isinstance(min_observed, (int, float)) and 0 <= min_observed <= 1):
             raise UserError(
                 f"data.min_observed must be a share of patients from 0 to 1, got {min_observed!r}"
             )
         self.min_observed = float(min_observed)
-        self.grid = GridSpec(**(grid or {}))
         self.split_args = {"test": "auto", "seed": 0, **(split or {})}
-        self.preprocessor = Preprocessor(**{"step": self.grid.step, **(preprocess or {})})
+        self.preprocessor = Preprocessor(**{"step": self.spec.grid.step, **(preprocess or {})})
         self.static = static
         self.test_static = test_static
         self.static_columns = list(static_columns) if static_columns else None
@@ -105,7 +112,6 @@ class PatientDataModule(pl.LightningDataModule):
         self.static_encoder = (
             StaticEncoder(categorical=static_categorical) if static is not None else None
         )
-        self.unmatched = unmatched
         self.batch_size = int(batch_size)
         self.synthetic = {k: v for k, v in synthetic.items() if k != "name"} if synthetic else None
         self.cv_folds = cv_folds
@@ -139,7 +145,7 @@ class PatientDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dev:
             return
-        cohort = self._load(self.measurements, self.labels, self.grid, self.features)
+        cohort = load_cohort(self.measurements, self.labels, self.spec)
         self.cohort = cohort
         y = cohort.y
         test_cohort = None
@@ -149,18 +155,20 @@ class PatientDataModule(pl.LightningDataModule):
                     "data.split_col and data.test_measurements both set: give the test "
                     "patients one way"
                 )
-            fitted = dataclasses.replace(self.grid, length=int(cohort.arrays.x.shape[1]))
-            test_cohort = self._load(
-                self.test_measurements, self.test_labels, fitted, list(cohort.arrays.features)
+            # the test table on the training grid, with the training features
+            fitted = dataclasses.replace(self.spec.grid, length=int(cohort.arrays.x.shape[1]))
+            test_spec = dataclasses.replace(
+                self.spec, grid=fitted, features=tuple(cohort.arrays.features)
             )
+            test_cohort = load_cohort(self.test_measurements, self.test_labels, test_spec)
             dev_idx, test_idx = np.arange(len(y)), np.arange(0)
             self.test_source = str(self.test_measurements)
         elif cohort.split is not None:
-            parts = given_split(cohort.split, y, self.split_col)
+            parts = given_split(cohort.split, y, self.spec.split_col)
             dev_idx = np.sort(np.concatenate([parts["train"], parts["val"]]))
             test_idx = parts["test"]
             self.given_val = np.flatnonzero(np.isin(dev_idx, parts["val"]))
-            self.test_source = f"split column '{self.split_col}'"
+            self.test_source = f"split column '{self.spec.split_col}'"
         else:
             dev_idx, test_idx = carve_test(y, self.split_args["test"], self.split_args["seed"])
             self.test_source = f"{len(test_idx)} patients held out of {self.measurements}"
@@ -188,20 +196,6 @@ class PatientDataModule(pl.LightningDataModule):
         self.index = {"dev": dev_idx, "test": test_idx}
         self.select(np.arange(len(dev_idx)), None)  # until the task chooses: all train
 
-    def _load(self, measurements, labels, grid: GridSpec, features) -> Cohort:
-        return load_cohort(
-            measurements,
-            labels,
-            features=features,
-            grid=grid,
-            positive_label=self.positive_label,
-            split_col=self.split_col,
-            unmatched=self.unmatched,
-            duplicates=self.duplicates,
-            eav=self.eav,
-            **self.columns,
-        )
-
     def _static_covariates(
         self, dev_ids: np.ndarray, test_ids: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -210,8 +204,7 @@ class PatientDataModule(pl.LightningDataModule):
         patients' rows only; the test patients' rows are only transformed."""
         if self.static_encoder is None:
             return np.zeros((len(dev_ids), 0), np.float32), np.zeros((len(test_ids), 0), np.float32)
-        id_col = self.columns["id_col"]
-        not_covariates = tuple(c for c in (self.columns["label_col"], self.split_col) if c)
+        id_col, not_covariates = self.spec.id_col, self.spec.not_features
         table = read_static(self.static, id_col, self.static_columns, not_covariates)
         dev_rows = static_rows(table, dev_ids, self.static)
         self.static_encoder.fit(dev_rows, self.static)
@@ -284,12 +277,12 @@ class PatientDataModule(pl.LightningDataModule):
         the columns, the fitted grid (its length is the training sequence length), how rows
         sharing a time were combined, the fitted preprocessing and the fitted static
         covariate encoder (None without a static table)."""
-        grid = dataclasses.replace(self.grid, length=self.seq_len)
+        grid = dataclasses.replace(self.spec.grid, length=self.seq_len)
         return {
-            "columns": dict(self.columns),
+            "columns": self.spec.columns,
             "grid": grid.state(),
-            "duplicates": self.duplicates,
-            "eav": self.eav.state() if self.eav else None,
+            "duplicates": self.spec.duplicates,
+            "eav": self.spec.eav.state() if self.spec.eav else None,
             "preprocessor": self.preprocessor.state(),
             "input_channels": self.preprocessor.output_features,
             "static": self.static_encoder.state() if self.static_encoder else None,

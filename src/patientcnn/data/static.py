@@ -44,7 +44,7 @@ def read_static(
     which must never become a covariate). ``hint`` ends the message of a missing column."""
     df = tables.read_table(path, id_col)
     tables.require_columns(df, path, {"id": id_col})
-    tables.check_ids(df, path, id_col)
+    tables.check_ids(tables.TableRows(df, path, id_col))
     repeated = df[id_col].duplicated()
     if repeated.any():
         patient = df.loc[repeated, id_col].iloc[0]

@@ -1,4 +1,4 @@
-"""Reading and validating the user's measurement and label tables.
+"""Reading one table file (CSV or Parquet) and validating its columns and cells.
 
 Every check names the file, the column and, where there is one, the patient and row
 (1-based, header excluded) so the user can find the problem. Values are never quoted:
@@ -7,6 +7,7 @@ they may be patient data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,17 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
+@dataclass(frozen=True)
+class TableRows:
+    """A table's rows with what every message about one of them names: the file they were
+    read from, and the id column that says whose row it is. Built once per table and
+    handed to the row checks (``check_ids``, ``time_in_hours``, ``feature_matrix``...)."""
+
+    df: pd.DataFrame
+    path: str | Path
+    id_col: str
+
+
 def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet table, turning every reader failure into a UserError.
 
@@ -27,18 +39,11 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     read as strings, Parquet integer ids become their decimal string. Two columns with
     the same name are an error naming it.
     """
-    path = check_input_file(path)
-    name = path.name.lower()
-    sep = "\t" if name.endswith(".tsv") else ","
-    if not name.endswith(PARQUET_SUFFIXES) and not name.endswith(CSV_SUFFIXES):
-        raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
-    if name.endswith(PARQUET_SUFFIXES):
-        check_unique_columns(parquet_columns(path), path)
-    else:
-        check_text_file(path)
-        check_unique_columns(csv_header(path, sep), path)
+    path = Path(path)
+    table_columns(path)  # the file's type, encoding and header, before the reader sees it
+    sep = delimiter(path)
     try:
-        if name.endswith(PARQUET_SUFFIXES):
+        if is_parquet(path):
             df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path, sep=sep, engine="pyarrow")
@@ -57,6 +62,33 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     if id_col in df.columns:
         df[id_col] = ids_as_text(df[id_col])
     return df
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """The column names of a CSV or Parquet file, reading only its header or schema.
+
+    The one place that tells a table's file type: an unknown suffix, a CSV-named file
+    that is not UTF-8 text, and two columns of one name are errors naming the file.
+    """
+    path = check_input_file(path)
+    if is_parquet(path):
+        columns = parquet_columns(path)
+    elif path.name.lower().endswith(CSV_SUFFIXES):
+        check_text_file(path)
+        columns = csv_header(path, delimiter(path))
+    else:
+        raise UserError(f"{path}: unknown file type; use .csv, .tsv, .csv.gz, .parquet or .pq")
+    check_unique_columns(columns, path)
+    return columns
+
+
+def is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(PARQUET_SUFFIXES)
+
+
+def delimiter(path: Path) -> str:
+    """A CSV file's field separator: a tab for .tsv, else a comma."""
+    return "\t" if path.name.lower().endswith(".tsv") else ","
 
 
 def _maybe_not_as_written(column: pd.Series) -> bool:
@@ -263,13 +295,12 @@ def looks_numeric(column: pd.Series) -> bool:
     return bool(parsed.mean() >= 0.5)
 
 
-def feature_matrix(
-    df: pd.DataFrame, path: str | Path, id_col: str, features: list[str]
-) -> np.ndarray:
+def feature_matrix(rows: TableRows, features: list[str]) -> np.ndarray:
     """The feature columns as float32 (rows, C); NaN marks a missing value.
 
     A value that is present but not a number, or infinite, is an error naming the row.
     """
+    df, path = rows.df, rows.path
     out = np.empty((len(df), len(features)), dtype=np.float32)
     for j, name in enumerate(features):
         column = df[name]
@@ -280,9 +311,7 @@ def feature_matrix(
             bad = numeric.isna() & column.notna() & (column.astype(str).str.strip() != "")
             if bad.any():
                 _raise_at_row(
-                    df,
-                    path,
-                    id_col,
+                    rows,
                     name,
                     int(np.flatnonzero(bad.to_numpy())[0]),
                     "is not a number",
@@ -298,9 +327,7 @@ def feature_matrix(
         infinite = np.isinf(values)
         if infinite.any():
             _raise_at_row(
-                df,
-                path,
-                id_col,
+                rows,
                 name,
                 int(np.flatnonzero(infinite)[0]),
                 "is infinite",
@@ -310,26 +337,25 @@ def feature_matrix(
     return out
 
 
-def time_in_hours(
-    df: pd.DataFrame, path: str | Path, id_col: str, time_col: str, allow_negative: bool = False
-) -> np.ndarray:
+def time_in_hours(rows: TableRows, time_col: str, allow_negative: bool = False) -> np.ndarray:
     """The time column as float64: numbers as they are (steps or hours), datetimes in hours.
 
     Negative numbers are an error unless ``allow_negative`` (times relative to an anchor,
     such as labs drawn before admission, may precede it).
     """
+    df = rows.df
     column = df[time_col]
     numeric = looks_numeric(column) and not pd.api.types.is_bool_dtype(column)
     if numeric:
         parsed = pd.to_numeric(column, errors="coerce")  # numbers with a stray word
-        _check_parsed(df, path, id_col, time_col, column, parsed.isna())
+        _check_parsed(rows, time_col, column, parsed.isna())
         values = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         if pd.api.types.is_datetime64_any_dtype(column):
             stamps = column
         else:
-            stamps = _parse_datetimes(df, path, id_col, time_col, column)
-            _check_parsed(df, path, id_col, time_col, column, stamps.isna())
+            stamps = _parse_datetimes(rows, time_col, column)
+            _check_parsed(rows, time_col, column, stamps.isna())
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
         values = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
@@ -338,9 +364,7 @@ def time_in_hours(
     missing = np.isnan(values)
     if missing.any():
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(missing)[0]),
             "is missing",
@@ -348,9 +372,7 @@ def time_in_hours(
         )
     if np.isinf(values).any():
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(np.isinf(values))[0]),
             "is infinite",
@@ -359,9 +381,7 @@ def time_in_hours(
     negative = values < 0  # date-times before 1970 are negative hours, and fine
     if numeric and negative.any() and not allow_negative:
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(negative)[0]),
             "is negative (times are steps or hours since admission, 0 or later)",
@@ -373,11 +393,10 @@ def time_in_hours(
 TZ_SUFFIX = r"(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
 
 
-def _parse_datetimes(
-    df: pd.DataFrame, path: str | Path, id_col: str, time_col: str, column: pd.Series
-) -> pd.Series:
+def _parse_datetimes(rows: TableRows, time_col: str, column: pd.Series) -> pd.Series:
     """Date-time text -> timestamps. Stamps that all carry a UTC offset are compared in
     UTC; stamps with and without one cannot be ordered and are an error naming the row."""
+    path = rows.path
     try:
         return pd.to_datetime(column, errors="coerce", format="mixed")
     except (ValueError, TypeError) as err:
@@ -391,9 +410,7 @@ def _parse_datetimes(
     if aware.any() and naive.any():
         minority = naive if naive.sum() <= aware.sum() else aware
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(minority)[0]),
             "mixes date-times with and without a time zone (e.g. +02:00 or Z); give all "
@@ -408,20 +425,11 @@ def _parse_datetimes(
         ) from err
 
 
-def _check_parsed(
-    df: pd.DataFrame,
-    path: str | Path,
-    id_col: str,
-    time_col: str,
-    column: pd.Series,
-    failed: pd.Series,
-) -> None:
+def _check_parsed(rows: TableRows, time_col: str, column: pd.Series, failed: pd.Series) -> None:
     bad = failed & column.notna() & (column.astype(str).str.strip() != "")
     if bad.any():
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(bad.to_numpy())[0]),
             "is neither a number nor a date-time",
@@ -429,16 +437,13 @@ def _check_parsed(
         )
 
 
-def check_duplicate_times(
-    df: pd.DataFrame, path: str | Path, id_col: str, time_col: str, hours: np.ndarray
-) -> None:
+def check_duplicate_times(rows: TableRows, time_col: str, hours: np.ndarray) -> None:
     """Two rows for the same patient and time are an error unless data.duplicates=aggregate."""
+    df, id_col = rows.df, rows.id_col
     repeated = pd.DataFrame({"id": df[id_col].to_numpy(), "t": hours}).duplicated()
     if repeated.any():
         _raise_at_row(
-            df,
-            path,
-            id_col,
+            rows,
             time_col,
             int(np.flatnonzero(repeated.to_numpy())[0]),
             "repeats an earlier row's time for the same patient "
@@ -447,7 +452,9 @@ def check_duplicate_times(
         )
 
 
-def check_ids(df: pd.DataFrame, path: str | Path, id_col: str) -> None:
+def check_ids(rows: TableRows) -> None:
+    """Every row names its patient."""
+    df, path, id_col = rows.df, rows.path, rows.id_col
     missing = df[id_col].isna().to_numpy()
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
@@ -457,67 +464,8 @@ def check_ids(df: pd.DataFrame, path: str | Path, id_col: str) -> None:
         )
 
 
-def read_labels(
-    path: str | Path,
-    id_col: str,
-    label_col: str,
-    positive_label: object | None = None,
-) -> pd.Series:
-    """A per-patient 0/1 label Series indexed by patient id, from a `patient_id,label` table."""
-    df = read_table(path, id_col)
-    require_columns(df, path, {"id": id_col, "label": label_col})
-    check_ids(df, path, id_col)
-    duplicated = df[id_col].duplicated(keep=False)
-    if duplicated.any():
-        clash = df.loc[duplicated, [id_col, label_col]].drop_duplicates()
-        if clash[id_col].duplicated().any():
-            patient = clash.loc[clash[id_col].duplicated(), id_col].iloc[0]
-            raise UserError(f"{path}: patient {patient} has more than one label")
-        df = df.drop_duplicates(subset=[id_col])
-    labels = df.set_index(id_col)[label_col]
-    return binary_labels(labels, path, label_col, positive_label)
-
-
-def binary_labels(
-    labels: pd.Series, path: str | Path, label_col: str, positive_label: object | None = None
-) -> pd.Series:
-    """Map labels to 0/1: {0, 1} or booleans as they are, anything else via positive_label."""
-    missing = labels.isna()
-    if missing.any():
-        raise UserError(
-            f"{path}: column '{label_col}' is empty for patient {labels.index[missing.argmax()]} "
-            f"({int(missing.sum())} patients without a label)"
-        )
-    values = set(labels.unique().tolist())
-    if positive_label is not None:
-        if positive_label not in values and str(positive_label) not in {str(v) for v in values}:
-            raise UserError(
-                f"{path}: data.positive_label={positive_label!r} never occurs in column "
-                f"'{label_col}' (values: {_show(values)})"
-            )
-        if len(values) > 2:
-            raise UserError(
-                f"{path}: column '{label_col}' has {len(values)} distinct values ({_show(values)}); "
-                "a binary outcome needs two"
-            )
-        positive = labels.astype(str) == str(positive_label)
-        return positive.astype(np.int64).rename("label")
-    if values <= {0, 1} or values <= {True, False}:
-        return labels.astype(np.int64).rename("label")
-    raise UserError(
-        f"{path}: column '{label_col}' must be 0/1 for a binary outcome but holds {_show(values)}; "
-        "set data.positive_label to the value that means the outcome happened"
-    )
-
-
-def _show(values: set) -> str:
-    shown = sorted(map(str, values))
-    return ", ".join(shown[:6]) + (f" ... ({len(shown)} values)" if len(shown) > 6 else "")
-
-
-def _raise_at_row(
-    df: pd.DataFrame, path: str | Path, id_col: str, column: str, row: int, problem: str, count: int
-) -> None:
+def _raise_at_row(rows: TableRows, column: str, row: int, problem: str, count: int) -> None:
+    df, path, id_col = rows.df, rows.path, rows.id_col
     patient = df[id_col].iloc[row] if id_col in df.columns else "?"
     more = f" ({count} rows in all)" if count > 1 else ""
     raise UserError(

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from patientcnn.data import tables
-from patientcnn.data.chunks import table_columns
+from patientcnn.data.tables import table_columns
 from patientcnn.errors import UserError
 from patientcnn.metrics import calibration_metrics
 from patientcnn.report.bootstrap import bootstrap, percentile_interval, resample_weights
@@ -68,7 +68,7 @@ def read_subgroups(
     column is constant within each patient)."""
     df = tables.read_table(path, id_col)
     tables.require_columns(df, path, {f"subgroup {c}": c for c in columns})
-    tables.check_ids(df, path, id_col)
+    tables.check_ids(tables.TableRows(df, path, id_col))
     groups = {}
     for column in columns:
         values = df[[id_col, column]].astype({column: "string"}).fillna(MISSING)

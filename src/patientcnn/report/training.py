@@ -58,9 +58,7 @@ def test_subgroups(settings: Mapping | None, datamodule) -> dict[str, np.ndarray
     else:
         source = datamodule.labels or datamodule.measurements
         static = datamodule.static
-    return subgroups_from(
-        [static, source], datamodule.columns["id_col"], columns, datamodule.test_ids
-    )
+    return subgroups_from([static, source], datamodule.spec.id_col, columns, datamodule.test_ids)
 
 
 def report_training_run(
@@ -136,7 +134,7 @@ def report_training_run(
             cfg["seed"],
             static=static_test,
         )
-    grid = datamodule.grid
+    grid = datamodule.spec.grid
     folder = Path(run_dir) / "report"
     intervals = write_report(
         folder,
