@@ -129,4 +129,6 @@ def test_a_misspelt_subgroup_column_stops_the_run_before_training(small_cohort, 
     proc, out = train_with_subgroups(small_cohort, tmp_path, "report.subgroups=[sexx]")
     assert proc.returncode == 2
     assert "labels_sex.csv" in proc.stderr and "'sexx'" in proc.stderr
+    assert "report.subgroups takes per-patient columns" in proc.stderr
+    assert "data.subgroup" not in proc.stderr  # no config key that does not exist
     assert not (out / "checkpoints").exists() and not (out / "metrics.json").exists()

@@ -243,8 +243,11 @@ def _ragged_row(path: Path, sep: str) -> str | None:
     return None
 
 
-def require_columns(df: pd.DataFrame, path: str | Path, columns: dict[str, str]) -> None:
-    """Check that each role's column exists; ``columns`` maps role (e.g. 'id') to name."""
+def require_columns(
+    df: pd.DataFrame, path: str | Path, columns: dict[str, str], fix: str | None = None
+) -> None:
+    """Check that each role's column exists; ``columns`` maps role (e.g. 'id') to name.
+    ``fix``: how to fix a missing one (default: set ``data.<role>_col``)."""
     for role, column in columns.items():
         if column not in df.columns:
             shown = ", ".join(map(str, df.columns[:20]))
@@ -254,7 +257,7 @@ def require_columns(df: pd.DataFrame, path: str | Path, columns: dict[str, str])
                 hint = " (the file seems to use another delimiter than ',')"
             raise UserError(
                 f"{path}: no {role} column '{column}'{hint}; columns are: {shown}{more}. "
-                f"Set data.{role}_col to the right name."
+                + (fix or f"Set data.{role}_col to the right name.")
             )
 
 

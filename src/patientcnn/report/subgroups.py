@@ -67,7 +67,14 @@ def read_subgroups(
     order of ``ids``, from a per-patient table (the labels table, or measurements whose
     column is constant within each patient)."""
     df = tables.read_table(path, id_col)
-    tables.require_columns(df, path, {f"subgroup {c}": c for c in columns})
+    for column in columns:
+        tables.require_columns(
+            df,
+            path,
+            {"subgroup": column},
+            fix="report.subgroups takes per-patient columns of the static table "
+            "(data.static) or of the labels table.",
+        )
     tables.check_ids(tables.TableRows(df, path, id_col))
     groups = {}
     for column in columns:
