@@ -107,3 +107,21 @@ def test_ddp_training_task_writes_from_rank_zero_and_the_checkpoint_runs_on_one_
     )
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert preds.exists()
+
+
+@pytest.mark.slow
+def test_ddp_refits_an_ensemble_of_one_split(tmp_path):
+    """The refit (every rank needs the best step rank 0 read) and seeds x members."""
+    proc, out = train_run(
+        tmp_path,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "recipe.refit=true",
+        "model.ensemble=2",
+        "report.enabled=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_metrics(out)
+    assert [m["member"] for m in record["members"]] == ["split_seed0", "split_seed1"]
+    assert all(m["refit_steps"] >= 1 for m in record["members"])

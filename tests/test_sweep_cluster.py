@@ -152,7 +152,10 @@ def test_a_worker_killed_mid_trial_leaves_its_trial_to_the_next_worker(tmp_path)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and doomed.poll() is None:
         time.sleep(0.5)
-        study = optuna.load_study(study_name="shared", storage=storage)
+        try:
+            study = optuna.load_study(study_name="shared", storage=storage)
+        except KeyError:  # not created yet
+            continue
         if any(t.state == TrialState.RUNNING for t in study.get_trials()):
             break
     time.sleep(3)  # into the training
@@ -170,3 +173,17 @@ def test_a_worker_killed_mid_trial_leaves_its_trial_to_the_next_worker(tmp_path)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
     assert (tmp_path / "sweep" / str(copy.number) / "metrics.json").exists()
     assert not (tmp_path / "sweep" / "0" / "metrics.json").exists()
+
+
+def test_a_trial_left_running_without_a_heartbeat_takes_no_slot(tmp_path):
+    """An older sweep (or plain Optuna) left a trial RUNNING with no heartbeat: nobody can
+    tell whether it lives, so after the grace period it neither holds a slot nor is waited
+    for; the trials of this sweeper's workers always do."""
+    study = optuna.create_study(study_name="s", storage=open_storage(f"journal:{tmp_path / 'j'}"))
+    study.ask()  # no worker attribute: not run by this sweeper
+    mine = study.ask()
+    mine.set_user_attr(WORKER, "host:1")
+    time.sleep(0.1)
+    assert Slots(study.get_trials(), 3, orphan_after=60).taken == 2
+    slots = Slots(study.get_trials(), 3, orphan_after=0.05)
+    assert (slots.taken, slots.free, slots.running) == (1, 2, 1)

@@ -343,12 +343,17 @@ def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume)
     if resume_from:
         log.info("member %s: resuming from %s", member.name, resume_from)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-    if not trainer.is_global_zero:  # rank 0 reads the best weights and writes the record
-        return None, {}, np.zeros(len(member.val))
     best = trainer.checkpoint_callback.best_model_path
-    if not best:
-        raise UserError(f"member {member.name}: training saved no checkpoint")
-    raw = torch.load(best, map_location="cpu", weights_only=True)
+    raw = None
+    if trainer.is_global_zero:  # rank 0 reads the best weights and writes the record
+        if not best:
+            raise UserError(f"member {member.name}: training saved no checkpoint")
+        raw = torch.load(best, map_location="cpu", weights_only=True)
+    # every rank needs the best step (a refit trains for it), and only rank 0 may be able
+    # to read the checkpoint (one node's disk)
+    best_step = trainer.strategy.broadcast(int(raw.get("global_step", 0)) if raw else 0, src=0)
+    if not trainer.is_global_zero:
+        return None, {"best_step": best_step}, np.zeros(len(member.val))
     model.load_state_dict(raw["state_dict"])
     x, valid, _, static = datamodule.tensors["val"]
     val_logits = (
@@ -360,7 +365,7 @@ def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume)
         "member": member.name,
         "train_patients": int(len(member.train)),
         "val_patients": int(len(member.val)),
-        "best_step": int(raw.get("global_step", 0)),
+        "best_step": best_step,
         "steps_run": int(trainer.global_step),
         "best_val_loss": float(trainer.checkpoint_callback.best_model_score),
     }

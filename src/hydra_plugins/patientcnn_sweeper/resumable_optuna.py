@@ -17,7 +17,9 @@ workers started on one study run ``n_trials`` each. Here:
   one study share one sweep folder without clashing.
 - A killed worker's trials are failed once their heartbeat is stale and re-queued with
   the same settings (``storage.py``); the next worker to ask runs them, in a new folder.
-  A worker stopped by Ctrl-C or SIGTERM re-queues its running trials at once.
+  A worker stopped by Ctrl-C or SIGTERM re-queues its running trials at once. A worker
+  whose slots are all taken waits while other workers' trials run, to re-run any whose
+  worker dies, so the study is complete when the last worker returns.
 
 A study is a question asked of one cohort. ``study_name: auto`` names it after what it
 asks: the data, model, recipe, partner, objective, seed, direction and search space (a
@@ -29,6 +31,7 @@ over another space starts a new one instead of "resuming" a stranger's. A named 
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
 import hashlib
 import json
@@ -37,6 +40,7 @@ import math
 import os
 import socket
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +62,7 @@ log = logging.getLogger(__name__)
 SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.*")
 SURPLUS = "surplus"  # user attribute of a trial asked beyond n_trials, never run
 WORKER = "worker"  # user attribute: host:pid of the sweep process that ran the trial
+POLL_SECONDS = 5  # how often a worker with nothing to run looks at the others' trials
 
 
 @dataclass
@@ -130,7 +135,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
             load_if_exists=True,
         )
         fail_stale_trials(study)
-        slots = Slots(study.get_trials(deepcopy=False), impl.n_trials)
+        slots = self._slots(study)
         if slots.finished >= impl.n_trials:
             log.info(
                 "study %r already has %d finished trials of n_trials=%d; raise "
@@ -149,22 +154,33 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 impl.n_trials - slots.finished,
             )
         worker = f"{socket.gethostname()}:{os.getpid()}"
-        ran = 0
+        ran, waiting_told = 0, False
         while True:
             fail_stale_trials(study)  # a killed worker's trials: failed and re-queued
-            slots = Slots(study.get_trials(deepcopy=False), impl.n_trials)
+            slots = self._slots(study)
             wanted = min(impl.n_jobs, slots.free + slots.waiting)
+            if wanted <= 0 and slots.running:  # stay: a dead worker's trial is re-run here
+                if not waiting_told:
+                    log.info(
+                        "every trial of n_trials=%d is taken; waiting for %d running in "
+                        "other workers (a trial whose worker dies is re-run here)",
+                        impl.n_trials,
+                        slots.running,
+                    )
+                    waiting_told = True
+                time.sleep(min(POLL_SECONDS, self.heartbeat["heartbeat_interval"]))
+                continue
             if wanted <= 0:
                 break
             trials = []
             for _ in range(wanted):
                 trial = study.ask()
+                trial.set_user_attr(WORKER, worker)
                 study._storage.record_heartbeat(trial._trial_id)  # alive from the start
-                if Slots(study.get_trials(deepcopy=False), impl.n_trials).surplus(trial.number):
+                if self._slots(study).surplus(trial.number):
                     trial.set_user_attr(SURPLUS, True)
                     study.tell(trial, state=TrialState.FAIL)
                     break
-                trial.set_user_attr(WORKER, worker)
                 self._propose(study, trial, space, fixed_params)
                 trials.append(trial)
             if not trials:
@@ -180,17 +196,21 @@ class ResumableOptunaSweeper(OptunaSweeper):
             returns = self._launch(study, trials, overrides)
             self._tell(study, trials, returns)
             ran += len(trials)
-        slots = Slots(study.get_trials(deepcopy=False), impl.n_trials)
+        slots = self._slots(study)
         log.info(
-            "study %r: this worker ran %d trials; %d of n_trials=%d finished%s",
+            "study %r: this worker ran %d trials; %d of n_trials=%d finished",
             impl.study_name,
             ran,
             slots.finished,
             impl.n_trials,
-            f", {slots.running} still running in other workers" if slots.running else "",
         )
         self._save_best(study)
         return None
+
+    def _slots(self, study) -> Slots:
+        interval = self.heartbeat["heartbeat_interval"]
+        grace = self.heartbeat["grace_period"] or 2 * interval
+        return Slots(study.get_trials(deepcopy=False), self.sweeper.n_trials, grace)
 
     def _search_space(self, arguments: list[str]):
         """The plugin's parsing of ``params`` and the command line: (distributions, fixed
@@ -275,10 +295,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     def _save_best(self, study) -> None:
         impl = self.sweeper
-        trials = study.get_trials(deepcopy=False)
-        if not any(t.state == TrialState.COMPLETE for t in trials):
-            if any(t.state == TrialState.RUNNING for t in trials):
-                return  # other workers are still running trials
+        if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
             log.error(
                 "no trial of study %r completed; each failed trial's folder holds error.txt",
                 impl.study_name,
@@ -309,11 +326,32 @@ class Slots:
     trial-number order; a re-queued copy stands in the slot of the trial it retries, whose
     failure then no longer counts as a result. Trials taking slot ``n_trials`` or later
     are surplus (asked in a race for the last slot).
+
+    A RUNNING trial that no worker of this sweeper ran (no ``worker`` attribute, so no
+    heartbeat) and that started more than ``orphan_after`` seconds ago was left running
+    by a process without heartbeats (an older version of this sweeper, plain Optuna): it
+    takes no slot and nobody waits for it.
     """
 
-    def __init__(self, trials: list[optuna.trial.FrozenTrial], n_trials: int) -> None:
+    def __init__(
+        self,
+        trials: list[optuna.trial.FrozenTrial],
+        n_trials: int,
+        orphan_after: float = 120.0,
+    ) -> None:
         self.n_trials = n_trials
-        trials = [t for t in trials if not t.user_attrs.get(SURPLUS)]
+        now = datetime.datetime.now()  # Optuna's datetime_start is local time too
+
+        def orphan(t: optuna.trial.FrozenTrial) -> bool:
+            started = t.datetime_start
+            return (
+                t.state == TrialState.RUNNING
+                and WORKER not in t.user_attrs
+                and started is not None
+                and (now - started).total_seconds() > orphan_after
+            )
+
+        trials = [t for t in trials if not t.user_attrs.get(SURPLUS) and not orphan(t)]
         originals = [t.number for t in trials if _retried(t) is None]
         self.slot = {number: i for i, number in enumerate(sorted(originals))}
         retried = {n for t in trials for n in _retry_history(t)}
