@@ -19,6 +19,7 @@ from hydra_plugins.patientcnn_sweeper.resumable_optuna import SURPLUS, WORKER, S
 from hydra_plugins.patientcnn_sweeper.storage import open_storage
 from patientcnn.data.synthetic import write_cohort
 
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 N_TRIALS = 6
 TINY = (  # a trial of about a second: 5 steps of a one-layer CNN, no partners, no report
     "data=small",
