@@ -15,12 +15,14 @@ the journal storage gets it here, the heartbeat kept as a trial system attribute
 
 from __future__ import annotations
 
+import random
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat  # Optuna's own heartbeat interface
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -28,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 JOURNAL_PREFIX = "journal:"
 HEARTBEAT = "patientcnn:heartbeat"  # a trial's last heartbeat (Unix time) in a journal
+CREATE_ATTEMPTS = 5
 
 
 def open_storage(
@@ -52,12 +55,20 @@ def open_storage(
                 JournalFileBackend(str(path)), heartbeat_interval, grace_period, retry
             )
         _make_sqlite_folder(url)
-        return RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=retry,
+                )
+            except sqlalchemy.exc.DBAPIError:
+                # workers started together on a new database race to create its tables:
+                # the loser finds them made by the winner on its next try
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 + random.random())
 
 
 class Requeue(RetryHeartbeatStaleTrialCallback):
