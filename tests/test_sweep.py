@@ -85,6 +85,7 @@ def test_optuna_study_resumes_without_repeating_trials(tmp_path):
         "model.width=8",
         "model.kernel_size=choice(3,30)",
         "model.lr=tag(log,interval(0.0001,0.01))",
+        "seed=2",  # trial n is proposed with seed 2 + n: kernel sizes 3, 30, 3, 30
     )
     first = sweep(tmp_path, out, *search, "hydra.sweeper.n_trials=2")
     assert first.returncode == 0, first.stderr[-3000:]

@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from patientcnn.config import check_targets
+from patientcnn.distributed import secondary_rank
 from patientcnn.errors import UserError
 from patientcnn.exit_policy import exit_with
 from patientcnn.files import LOCK_NAME, FolderLock
@@ -37,7 +38,7 @@ class RunGuard(Callback):
         self.created = False
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.enabled or _secondary_rank():
+        if not self.enabled or secondary_rank():  # rank 0 locks and cleans the folder
             return
         try:
             self._start(config)
@@ -133,13 +134,3 @@ def _to_log_file(message: str) -> None:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
             handler.flush()
-
-
-def _secondary_rank() -> bool:
-    """A process started for another rank of a distributed run (Lightning's DDP children,
-    srun tasks) shares rank 0's run folder; only rank 0 locks and cleans it."""
-    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
-        value = os.environ.get(name, "0")
-        if value.isdigit() and int(value) > 0:
-            return True
-    return False

@@ -34,6 +34,7 @@ from patientcnn.calibration import describe as describe_calibration
 from patientcnn.checkpoint import Bundle, save_bundle
 from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.data.split import fold_splits, holdout_split
+from patientcnn.distributed import secondary_rank
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
 from patientcnn.inference import batched_logits, probabilities, resolve_device
@@ -55,6 +56,8 @@ def train(cfg: DictConfig) -> float:
     quiet_lightning()
     with execution_whitelist(TRUSTED_TARGETS):
         metrics = fit(cfg)
+    if metrics is None:  # a secondary rank of a distributed run: rank 0 has the metrics
+        return float("nan")
     objective = metrics.get(cfg.objective)
     if objective is None:
         raise UserError(
@@ -73,8 +76,14 @@ class Member:
     seed: int
 
 
-def fit(cfg: DictConfig) -> dict[str, float]:
-    """One training run in ``cfg.paths.output_dir``; returns the metrics of metrics.json."""
+def fit(cfg: DictConfig) -> dict[str, float] | None:
+    """One training run in ``cfg.paths.output_dir``; returns the metrics of metrics.json.
+
+    Under distributed training every rank runs this task (each member's fit is a
+    collective step) but only rank 0 writes: the other ranks stop once the members are
+    trained and return None; rank 0 fits the partners, calibrates, scores the test
+    patients (all of them, in one process) and writes the bundle and metrics.json.
+    """
     output_dir = Path(cfg.paths.output_dir)
     resume = resume_requested(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -157,15 +166,26 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             format_shape_table(table),
         )
     log.info("%d ensemble member(s): %s", len(members), ", ".join(m.name for m in members))
+    if cfg.trainer.get("sync_batchnorm") and not on_cuda(cfg.trainer):
+        log.info(
+            "trainer.sync_batchnorm=true applies to CUDA GPUs only: on %s each process "
+            "normalises with the statistics of its own share of the batch",
+            cfg.trainer.get("accelerator", "auto"),
+        )
     # a Trainer that the config cannot make fails here, before anything is written
     build_trainer(cfg, recipe, output_dir / "checkpoints", members[0].name, validate=True)
     # written once the inputs have passed every check: a failed run leaves no outputs
+    primary = not secondary_rank()
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
-    atomic_write(output_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
+    if primary:
+        atomic_write(output_dir / "config.yaml", lambda tmp: tmp.write_text(config_text))
 
     states, records, val_logits, validated = train_members(
         cfg, model_cfg, datamodule, recipe, members, output_dir, resume
     )
+    if not primary:
+        log.info("members trained; rank 0 fits the partners and writes the outputs")
+        return None
     partners = None
     if partner:
         partners = fit_partners(partner, datamodule, members, val_logits, validated, cfg.seed)
@@ -324,9 +344,16 @@ def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume)
         log.info("member %s: resuming from %s", member.name, resume_from)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     best = trainer.checkpoint_callback.best_model_path
-    if not best:
-        raise UserError(f"member {member.name}: training saved no checkpoint")
-    raw = torch.load(best, map_location="cpu", weights_only=True)
+    raw = None
+    if trainer.is_global_zero:  # rank 0 reads the best weights and writes the record
+        if not best:
+            raise UserError(f"member {member.name}: training saved no checkpoint")
+        raw = torch.load(best, map_location="cpu", weights_only=True)
+    # every rank needs the best step (a refit trains for it), and only rank 0 may be able
+    # to read the checkpoint (one node's disk)
+    best_step = trainer.strategy.broadcast(int(raw.get("global_step", 0)) if raw else 0, src=0)
+    if not trainer.is_global_zero:
+        return None, {"best_step": best_step}, np.zeros(len(member.val))
     model.load_state_dict(raw["state_dict"])
     x, valid, _, static = datamodule.tensors["val"]
     val_logits = (
@@ -338,7 +365,7 @@ def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume)
         "member": member.name,
         "train_patients": int(len(member.train)),
         "val_patients": int(len(member.val)),
-        "best_step": int(raw.get("global_step", 0)),
+        "best_step": best_step,
         "steps_run": int(trainer.global_step),
         "best_val_loss": float(trainer.checkpoint_callback.best_model_score),
     }
@@ -418,9 +445,17 @@ def build_trainer(cfg, recipe, folder: Path, name: str, validate: bool, max_step
     settings = {
         k: v for k, v in settings.items() if v is not None or k == "check_val_every_n_epoch"
     }
+    if cfg.trainer.get("sync_batchnorm") and not on_cuda(cfg.trainer):
+        settings["sync_batchnorm"] = False  # SyncBatchNorm runs on CUDA devices only
     return configured(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **settings
     )
+
+
+def on_cuda(trainer_cfg: DictConfig) -> bool:
+    """Whether the trainer will run on CUDA GPUs (accelerator gpu/cuda/auto with CUDA)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
 
 
 def build_model(model_cfg, in_channels: int, seq_len: int, pos_weight: float = 1.0):
@@ -478,8 +513,10 @@ def resume_requested(cfg: DictConfig, output_dir: Path) -> bool:
 
 def quiet_lightning() -> None:
     """Keep the console to what a user acts on: Lightning's device banner (printed once per
-    ensemble member), its advertising tip and two warnings that do not apply to tensors
-    served in whole batches are left out."""
+    ensemble member), its advertising tip, two warnings that do not apply to tensors
+    served in whole batches and, under DDP, the advice to sync the validation metrics
+    (torchmetrics has gathered every process's patients before they are logged) are left
+    out."""
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     for message in (
@@ -487,6 +524,7 @@ def quiet_lightning() -> None:
         ".*does not have many workers.*",
         ".*is smaller than the logging interval.*",
         ".*litlogger.*",
+        ".*when logging on epoch level in distributed setting.*",
     ):
         warnings.filterwarnings("ignore", message=message)
 

@@ -299,15 +299,52 @@ class PatientDataModule(pl.LightningDataModule):
         return float(roc_auc_score(y, risk.reindex(self.test_ids)))
 
     def _batches(self, split: str, shuffle: bool = False) -> TensorBatches:
-        """Batches of ``split``, served from the trainer's GPU when the split fits there."""
+        """Batches of ``split``, served from the trainer's GPU when the split fits there.
+
+        Under distributed training (Lightning DDP: ``trainer.world_size`` processes) each
+        process serves its own shard (``TensorBatches``): the training patients padded to
+        equal shards, so that every process takes the same number of steps, and each
+        validation or test patient by exactly one process. The recipe's batch size is the
+        batch of one step across all processes, each serving its share of it.
+        """
         tensors = self.tensors[split]
+        rank, world = 0, 1
         if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
             device = self.trainer.strategy.root_device
             key = (split, str(device))
             if key not in self.placed:
                 self.placed[key] = to_device_if_fits(tensors, device)
             tensors = self.placed[key]
-        return TensorBatches(tensors, self.batch_size, shuffle=shuffle, seed=self.shuffle_seed)
+        n = len(tensors[0])
+        if world > 1 and n < world:
+            raise UserError(
+                f"{world} training processes need at least one {split} patient each, but the "
+                f"{split} split has {n}: use fewer processes (trainer.devices, "
+                "trainer.num_nodes) or more patients"
+            )
+        train = split == "train"
+        batch_size = -(-self.batch_size // world) if train else self.batch_size
+        batches = TensorBatches(
+            tensors,
+            batch_size,
+            shuffle=shuffle,
+            seed=self.shuffle_seed,
+            rank=rank,
+            world_size=world,
+            even=train,
+        )
+        if train and world > 1 and rank == 0:
+            log.info(
+                "distributed training: %d processes, each serving a shard of %d of the %d "
+                "training patients per epoch, %d per step (the batch of %d split across them)",
+                world,
+                batches.shard_size,
+                n,
+                batch_size,
+                self.batch_size,
+            )
+        return batches
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train", shuffle=True)

@@ -13,6 +13,7 @@ import math
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 
 from patientcnn.errors import UserError
 from patientcnn.metrics import classification_metrics
@@ -64,6 +65,11 @@ class Classifier(pl.LightningModule):
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)), persistent=False)
         self.val_metrics = classification_metrics("val/")
         self.test_metrics = classification_metrics("test/")
+        # the epoch's loss, the mean over its patients: under DDP the sum and the count are
+        # added up over the processes' shards (Lightning's own sync_dist mean rounds the
+        # summed batch sizes of uneven shards to an integer and gets it wrong)
+        self.val_loss = MeanMetric(nan_strategy="disable")  # a NaN loss must show
+        self.test_loss = MeanMetric(nan_strategy="disable")
         self.train_loss_sum = torch.zeros(())  # reset on the model's device every epoch
         self.train_count = 0
         self.first_bad_step = torch.full((), -1)  # a run resumed mid-epoch skips the reset
@@ -79,8 +85,10 @@ class Classifier(pl.LightningModule):
     ) -> torch.Tensor:
         return self.net(x, valid, static)
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=self.pos_weight)
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(
+            logits.float(), y, pos_weight=self.pos_weight, reduction=reduction
+        )
 
     def on_train_epoch_start(self) -> None:
         self.train_loss_sum = torch.zeros((), device=self.device)
@@ -114,30 +122,38 @@ class Classifier(pl.LightningModule):
                 f"{step}; lower model.lr, use trainer.precision=32-true, or check the inputs "
                 "for extreme values"
             )
-        if self.train_count:
-            self.log("train/loss", self.train_loss_sum / self.train_count, prog_bar=True)
+        if self.train_count:  # the mean over every process's shard (DDP)
+            loss = self.train_loss_sum / self.train_count
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True)
 
-    def _evaluate(self, batch: tuple[torch.Tensor, ...], metrics, stage: str) -> None:
+    def _evaluate(self, batch: tuple[torch.Tensor, ...], metrics, loss, stage: str) -> None:
         x, valid, y, static = unpack(batch)
         logits = self(x, valid, static)
-        self.log(f"{stage}/loss", self._loss(logits, y), prog_bar=stage == "val", batch_size=len(y))
+        loss.update(self._loss(logits, y, reduction="none"))  # one value per patient
         metrics.update(torch.sigmoid(logits.float()), y.int())
 
+    def _log_epoch(self, metrics, loss, stage: str) -> None:
+        """The epoch's figures over every patient of the split, each counted once: under
+        DDP torchmetrics gathers every process's shard before computing, so all processes
+        log (and checkpoint and stop on) the same values."""
+        values = metrics.compute()
+        self.log(f"{stage}/loss", loss.compute(), prog_bar=stage == "val")
+        self.log(f"{stage}/auroc", values.pop(f"{stage}/auroc"), prog_bar=stage == "val")
+        self.log_dict(values)
+        metrics.reset()
+        loss.reset()
+
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, "val")
+        self._evaluate(batch, self.val_metrics, self.val_loss, "val")
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.log("val/auroc", values.pop("val/auroc"), prog_bar=True)
-        self.log_dict(values)
-        self.val_metrics.reset()
+        self._log_epoch(self.val_metrics, self.val_loss, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test")
+        self._evaluate(batch, self.test_metrics, self.test_loss, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
+        self._log_epoch(self.test_metrics, self.test_loss, "test")
 
     def configure_optimizers(self) -> dict:
         optimizer = torch.optim.AdamW(
