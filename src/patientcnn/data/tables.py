@@ -40,13 +40,16 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     the same name are an error naming it.
     """
     path = Path(path)
-    table_columns(path)  # the file's type, encoding and header, before the reader sees it
+    columns = table_columns(path)  # the file's type, encoding and header, first
     sep = delimiter(path)
     try:
         if is_parquet(path):
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, sep=sep, engine="pyarrow")
+            # ids parsed as text in the one read ('0007' stays '0007'); only a cell the
+            # reader takes for missing ('NA', 'null') sends us back for the raw column
+            as_text = {id_col: "str"} if id_col in columns else None
+            df = pd.read_csv(path, sep=sep, engine="pyarrow", dtype=as_text)
             if id_col in df.columns and _maybe_not_as_written(df[id_col]):
                 df[id_col] = _raw_ids(path, sep, id_col)
     except UserError:
@@ -100,6 +103,7 @@ def _maybe_not_as_written(column: pd.Series) -> bool:
 def _raw_ids(path: Path, sep: str, id_col: str) -> pd.Series:
     """The id column exactly as written, as text; only an empty cell is a missing id."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     table = pacsv.read_csv(
@@ -111,8 +115,9 @@ def _raw_ids(path: Path, sep: str, id_col: str) -> pd.Series:
             strings_can_be_null=False,
         ),
     )
-    raw = table.column(id_col).to_pandas().astype(object)
-    return raw.where(raw.str.strip() != "", np.nan)
+    column = table.column(id_col)
+    empty = pc.equal(pc.utf8_trim_whitespace(column), "").to_numpy(zero_copy_only=False)
+    return pd.Series(column.to_numpy(zero_copy_only=False), dtype=object).where(~empty, np.nan)
 
 
 def ids_as_text(ids: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
