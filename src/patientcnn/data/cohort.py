@@ -12,6 +12,7 @@ import pandas as pd
 from patientcnn.data import tables
 from patientcnn.data.arrays import is_array_file, load_array_cohort
 from patientcnn.data.eav import EAVSpec, eav_rows
+from patientcnn.data.engine import EngineSpec, choose, input_files
 from patientcnn.data.reshape import GridSpec, PatientArrays, to_arrays
 from patientcnn.errors import UserError
 
@@ -129,12 +130,14 @@ def load_cohort(
     unmatched: str = "error",
     duplicates: str = "error",
     eav: EAVSpec | None = None,
+    engine: EngineSpec | None = None,
 ) -> Cohort:
     """Load measurements and labels (a separate table, or a column of the measurements).
 
     ``.npy``/``.npz`` measurements are (N, L, C) arrays (see ``arrays``). Patients found
     in only one of the two tables stop the run (``unmatched='error'``) or are left out
-    with a warning (``'drop'``).
+    with a warning (``'drop'``). ``engine`` (``patientcnn.data.engine``) may take the
+    table to the grid out of core; then ``arrays`` are ``mapped.MappedArrays``.
     """
     if unmatched not in UNMATCHED:
         raise UserError(f"data.unmatched must be one of {UNMATCHED}, got {unmatched!r}")
@@ -151,9 +154,14 @@ def load_cohort(
         return Cohort(arrays, y)
     # the label and split columns are never features, even when a label table is given
     not_features = tuple(c for c in (label_col, split_col) if c)
-    arrays, df = load_measurements(
-        measurements, id_col, time_col, features, grid, not_features, duplicates, eav
-    )
+    if choose(engine, measurements) == "duckdb":
+        arrays, df = _load_out_of_core(
+            measurements, id_col, time_col, features, grid, not_features, duplicates, eav, engine
+        )
+    else:
+        arrays, df = load_measurements(
+            measurements, id_col, time_col, features, grid, not_features, duplicates, eav
+        )
     if labels is None:
         tables.require_columns(df, measurements, {"label": label_col})
         label_table = _per_patient(df, measurements, id_col, label_col)
@@ -175,6 +183,21 @@ def load_cohort(
         split = _per_patient(split_table, measurements, id_col, split_col)
         split = split.reindex(arrays.ids).astype(str).to_numpy()
     return Cohort(arrays, y, split)
+
+
+def _load_out_of_core(path, id_col, time_col, features, grid, exclude, duplicates, eav, engine):
+    """``load_measurements`` by DuckDB: memory-mapped arrays and one row per patient."""
+    from patientcnn.data import engine_duckdb
+    from patientcnn.data.mapped import MappedArrays
+
+    if duplicates not in DUPLICATES:
+        raise UserError(f"data.duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    built = engine_duckdb.load_measurements(
+        path, input_files(path), id_col, time_col, features, grid, exclude, duplicates, eav, engine
+    )
+    arrays = MappedArrays.from_arrays(built.arrays, built.folder / "x.npy", built.folder)
+    _warn_empty(arrays, path)
+    return arrays, built.patients
 
 
 def _per_patient(df: pd.DataFrame, path: str | Path, id_col: str, column: str) -> pd.Series:

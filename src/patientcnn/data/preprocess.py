@@ -79,13 +79,14 @@ class Preprocessor:
                 "drop them with data.features=[...]"
             )
         self.features = list(features)
-        self.mean = np.nanmean(x, axis=(0, 1)).astype(np.float64)
-        self.std = _safe_std(np.nanstd(x, axis=(0, 1)))
+        # float64 sums: the streaming fit over a memory-mapped cohort gives the same numbers
+        self.mean = np.nanmean(x, axis=(0, 1), dtype=np.float64)
+        self.std = _safe_std(np.nanstd(x, axis=(0, 1), dtype=np.float64))
         if self.time_since_observed:
             valid = np.ones(x.shape[:2], dtype=bool) if valid is None else valid
             since = time_since_observed(x, valid, self.step)[valid]
-            self.since_mean = since.mean(axis=0).astype(np.float64)
-            self.since_std = _safe_std(since.std(axis=0))
+            self.since_mean = since.mean(axis=0, dtype=np.float64)
+            self.since_std = _safe_std(since.std(axis=0, dtype=np.float64))
         return self
 
     @property
