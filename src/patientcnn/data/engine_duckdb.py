@@ -245,7 +245,8 @@ class _Build:
             raise UserError(f"{self.path}: cannot be read as a table ({_reason(err)})") from err
 
     def one(self, text: str):
-        return self.sql(text).fetchone()
+        rows = self.sql(text).fetchall()  # whole: DuckDB wants every result finished
+        return rows[0] if rows else None
 
     def source(self, varchar: tuple[str, ...] = ()) -> str:
         files = "[" + ", ".join(lit(f) for f in self.files) + "]"
@@ -478,7 +479,7 @@ class _Build:
                     f"SELECT count(*) FILTER (TRY_CAST({q(c)} AS DOUBLE) IS NOT NULL AND "
                     f"trim({q(c)}) <> ''), count(*) FILTER (trim({q(c)}) <> '') FROM src"
                 )
-                if present and numbers >= present / 2:
+                if numbers >= present / 2:  # an empty column reads as numbers in pandas too
                     chosen.append(c)
         if not chosen:
             raise UserError(
