@@ -332,3 +332,25 @@ def test_the_mapped_datamodule_serves_the_in_memory_batches(tmp_path):
         for got, want in zip(*shuffled, strict=True):
             for a, b in zip(got, want, strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_train_py_gives_the_same_model_on_both_engines(tmp_path):
+    """`python train.py data.engine=duckdb` end to end: the same cohort, statistics and,
+    up to float rounding in the inputs, the same figures as the pandas path."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from conftest import read_metrics, train_run
+
+    records, logs = {}, {}
+    for engine in ("pandas", "duckdb"):
+        proc, out = train_run(
+            tmp_path / engine, f"data.engine={engine}", "partner.nets=[]", "report.enabled=false"
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records[engine], logs[engine] = read_metrics(out), proc.stdout + proc.stderr
+    assert "taken to the grid" in logs["duckdb"] and "taken to the grid" not in logs["pandas"]
+    cohorts = [{k: v for k, v in records[e]["cohort"].items() if k != "test_source"} for e in logs]
+    assert cohorts[0] == cohorts[1]
+    for key, value in records["pandas"]["metrics"].items():
+        assert records["duckdb"]["metrics"][key] == pytest.approx(value, abs=1e-3, nan_ok=True), key
