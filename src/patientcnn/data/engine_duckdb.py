@@ -734,63 +734,91 @@ class _Build:
         )
 
     def _write_cells(self, n: int, length: int, features: list[str], aggs: list[str]) -> None:
+        """Combine the values sharing a grid step (``aggs``) and write them in order.
+
+        A wide table is grouped by step, one aggregate per feature (one group per step);
+        an EAV table by step and variable (one group per observed cell, so hundreds of
+        variables cost no more than a few)."""
         n_features = len(features)
         inside = f"bin >= 0 AND bin < {length}"
         if self.eav:
             cells = (
-                f"SELECT code * {length} + bin AS flat, vars.fi AS fi, CAST(val AS FLOAT) AS value, "
+                f"SELECT code * {length} + bin AS flat, vars.fi AS fi, CAST(val AS FLOAT) AS x, "
                 f"hours, rn FROM binned JOIN vars USING (var) WHERE val IS NOT NULL AND {inside}"
             )
+            values = ["x"] * n_features
         else:
-            names = ", ".join(f"v{j}" for j in range(n_features))
-            cells = (
-                f"SELECT flat, CAST(substr(name, 2) AS INTEGER) AS fi, CAST(v AS FLOAT) AS value, "
-                f"hours, rn FROM (UNPIVOT (SELECT code * {length} + bin AS flat, hours, rn, "
-                f"{names} FROM binned WHERE {inside}) ON {names} INTO NAME name VALUE v)"
-            )
+            casts = ", ".join(f"CAST(v{j} AS FLOAT) AS x{j}" for j in range(n_features))
+            cells = f"SELECT code * {length} + bin AS flat, hours, rn, {casts} FROM binned WHERE {inside}"
+            values = [f"x{j}" for j in range(n_features)]
         self.sql(f"CREATE VIEW cells AS {cells}")
-        by = {a: [j for j, b in enumerate(aggs) if b == a] for a in set(aggs)}
-        last = by.get("last", [])
+        last = [j for j, agg in enumerate(aggs) if agg == "last"]
         if last and not self.parquet and self.duplicates == "aggregate":
-            tied = self.one(
-                f"SELECT count(*) FROM (SELECT flat, fi, hours FROM cells WHERE fi IN "
-                f"({', '.join(map(str, last))}) GROUP BY ALL HAVING count(*) > 1)"
-            )[0]
-            if tied:
-                raise UserError(
-                    f"{self.path}: {tied} grid steps hold several values of a feature with "
-                    "data.grid.agg=last at the same time, and DuckDB does not keep a CSV file's "
-                    "row order to choose the later row; use data.engine=pandas or a Parquet file"
-                )
-        cases = []
-        for agg, expr in (
-            ("mean", "CAST(sum(CAST(value AS DOUBLE)) / count(*) AS FLOAT)"),
-            ("min", "min(value)"),
-            ("max", "max(value)"),
-            ("last", "arg_max(value, {'h': hours, 'r': rn})"),
-        ):
-            if by.get(agg):
-                cases.append(f"WHEN fi IN ({', '.join(map(str, by[agg]))}) THEN {expr}")
-        value = f"CASE {' '.join(cases)} END" if len(cases) > 1 else cases[0].split(" THEN ")[1]
-        query = (
-            f"SELECT flat * {n_features} + fi AS cell, {value} AS value FROM cells "
-            "GROUP BY flat, fi ORDER BY cell"
-        )
+            self._refuse_tied_last(last, values)
+        combine = {
+            "mean": "CAST(sum(CAST({x} AS DOUBLE)) / count({x}) AS FLOAT)",
+            "min": "min({x})",
+            "max": "max({x})",
+            "last": "arg_max({x}, {{'h': hours, 'r': rn}}) FILTER ({x} IS NOT NULL)",
+        }
+        if self.eav:
+            by = {a: [j for j, b in enumerate(aggs) if b == a] for a in set(aggs)}
+            cases = [
+                f"WHEN fi IN ({', '.join(map(str, by[a]))}) THEN {combine[a].format(x='x')}"
+                for a in sorted(by)
+            ]
+            value = (
+                f"CASE {' '.join(cases)} END" if len(cases) > 1 else combine[aggs[0]].format(x="x")
+            )
+            query = f"SELECT flat, fi, {value} AS x FROM cells GROUP BY flat, fi ORDER BY flat, fi"
+        else:
+            parts = ", ".join(
+                combine[agg].format(x=x) + f" AS a{j}"
+                for j, (agg, x) in enumerate(zip(aggs, values, strict=True))
+            )
+            query = f"SELECT flat, {parts} FROM cells GROUP BY flat ORDER BY flat"
         try:
             reader = self.con.sql(query).to_arrow_reader(FETCH_ROWS)
         except duckdb.Error as err:
             raise UserError(f"{self.path}: cannot be read as a table ({_reason(err)})") from err
         with _GridWriter(self.work / "x.npy", n, length, n_features) as writer:
             for batch in reader:
-                writer.add(
-                    batch.column(0).to_numpy().astype(np.int64),
-                    batch.column(1).to_numpy(zero_copy_only=False).astype(np.float32),
-                )
+                flat = batch.column(0).to_numpy().astype(np.int64)
+                if self.eav:
+                    column = batch.column(1).to_numpy().astype(np.int64)
+                    value = batch.column(2).to_numpy(zero_copy_only=False).astype(np.float32)
+                else:
+                    column = None
+                    value = np.stack(
+                        [c.to_numpy(zero_copy_only=False) for c in batch.columns[1:]], axis=1
+                    ).astype(np.float32)
+                writer.add(flat, value, column)
+
+    def _refuse_tied_last(self, last: list[int], values: list[str]) -> None:
+        """agg=last over rows sharing a time needs the file's row order: refused for CSV."""
+        if self.eav:
+            tied = self.one(
+                f"SELECT count(*) FROM (SELECT flat, fi, hours FROM cells WHERE fi IN "
+                f"({', '.join(map(str, last))}) GROUP BY ALL HAVING count(*) > 1)"
+            )[0]
+        else:
+            counts = ", ".join(f"count({values[j]}) AS n{j}" for j in last)
+            most = f"greatest({', '.join(f'n{j}' for j in last)}, 0)"
+            tied = self.one(
+                f"SELECT count(*) FROM (SELECT {counts} FROM cells GROUP BY flat, hours) "
+                f"WHERE {most} > 1"
+            )[0]
+        if tied:
+            raise UserError(
+                f"{self.path}: {tied} grid steps hold several values of a feature with "
+                "data.grid.agg=last at the same time, and DuckDB does not keep a CSV file's "
+                "row order to choose the later row; use data.engine=pandas or a Parquet file"
+            )
 
 
 class _GridWriter:
-    """Writes an (N, L, C) float32 .npy file from cells that arrive sorted by flat index,
-    one block of patients at a time (NaN where no cell came): memory is one block."""
+    """Writes an (N, L, C) float32 .npy file from grid steps that arrive sorted, one block
+    of patients at a time (NaN where nothing came): memory is one block."""
 
     def __init__(self, path: Path, n: int, length: int, n_features: int) -> None:
         header = np.lib.format.open_memmap(path, "w+", np.float32, (n, length, n_features))
@@ -798,30 +826,37 @@ class _GridWriter:
         del header
         self.handle = open(path, "r+b")  # noqa: SIM115  (closed in __exit__)
         self.handle.seek(offset)
-        self.n, self.per = n, length * n_features
-        self.block = max(1, BLOCK_BYTES // max(self.per * 4, 1))
+        self.n, self.length, self.width = n, length, n_features
+        self.block = max(1, BLOCK_BYTES // max(length * n_features * 4, 1))
         self.start = 0
-        self.buffer = np.full(self.block * self.per, np.nan, dtype=np.float32)
+        self.buffer = np.full((self.block * length, n_features), np.nan, dtype=np.float32)
 
-    def __enter__(self) -> _GridWriter:
-        return self
-
-    def add(self, cell: np.ndarray, value: np.ndarray) -> None:
-        while len(cell):
-            end = (self.start + self.block) * self.per
-            k = int(np.searchsorted(cell, end))
-            self.buffer[cell[:k] - self.start * self.per] = value[:k]
-            if k == len(cell):
+    def add(self, flat: np.ndarray, value: np.ndarray, column: np.ndarray | None = None) -> None:
+        """``flat`` (sorted): patient x length + step; ``value`` (n, C), or (n,) with
+        ``column`` the feature of each."""
+        while len(flat):
+            end = (self.start + self.block) * self.length
+            k = int(np.searchsorted(flat, end))
+            where = flat[:k] - self.start * self.length
+            if column is None:
+                self.buffer[where] = value[:k]
+            else:
+                self.buffer[where, column[:k]] = value[:k]
+            if k == len(flat):
                 return
             self._flush()
-            cell, value = cell[k:], value[k:]
+            flat, value = flat[k:], value[k:]
+            column = None if column is None else column[k:]
 
     def _flush(self) -> None:
         count = min(self.block, self.n - self.start)
         if count > 0:
-            self.handle.write(self.buffer[: count * self.per].tobytes())
+            self.handle.write(self.buffer[: count * self.length].tobytes())
         self.buffer.fill(np.nan)
         self.start += self.block
+
+    def __enter__(self) -> _GridWriter:
+        return self
 
     def __exit__(self, *exc) -> None:
         try:
