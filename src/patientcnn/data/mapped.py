@@ -386,3 +386,29 @@ def take(tensor, index: np.ndarray):
     if isinstance(tensor, _RowsTensor):
         return tensor.rows_view(index)
     return tensor[index]
+
+
+def scoring_blocks(path, id_col, time_col, features, grid, duplicates, eav, spec=None):
+    """A scoring table taken to the grid out of core (cached beside it), then served as
+    ``PatientArrays`` one block of patients at a time, in id order: predict's memory is
+    one block, whatever the file's size."""
+    from patientcnn.data import engine_duckdb
+    from patientcnn.data.engine import EngineSpec, input_files
+
+    built = engine_duckdb.load_measurements(
+        path,
+        input_files(path),
+        id_col,
+        time_col,
+        features,
+        grid,
+        (),
+        duplicates,
+        eav,
+        spec or EngineSpec("duckdb"),
+    )
+    arrays = MappedArrays.from_arrays(built.arrays, built.folder / "x.npy", built.folder)
+    for where, x, _ in arrays.blocks():
+        yield PatientArrays(
+            x, arrays.lengths[where], arrays.ids[where], arrays.features, arrays.align
+        )
