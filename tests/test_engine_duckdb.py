@@ -354,3 +354,14 @@ def test_train_py_gives_the_same_model_on_both_engines(tmp_path):
     assert cohorts[0] == cohorts[1]
     for key, value in records["pandas"]["metrics"].items():
         assert records["duckdb"]["metrics"][key] == pytest.approx(value, abs=1e-3, nan_ok=True), key
+
+
+def test_an_unwritable_cache_folder_is_one_message(tmp_path):
+    path = write(long_table(), tmp_path, "m", "parquet")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    spec = EngineSpec("duckdb", cache_dir=str(blocker / "cache"))
+    with pytest.raises(UserError, match="the grid cache cannot be written there.*cache_dir"):
+        _load_out_of_core(
+            path, "patient_id", "time", None, GridSpec(), ("label",), "aggregate", None, spec
+        )

@@ -106,11 +106,17 @@ def load_measurements(
             "data.engine=duckdb: reusing the grid cached in %s (same files and settings)", folder
         )
         return Grid(*_open(folder, id_col), folder, True)
-    root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(root, (f"{BUILDING}*",))
     work = root / f"{BUILDING}{os.getpid()}-{key}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(root, (f"{BUILDING}*",))
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+    except OSError as err:
+        raise UserError(
+            f"{root}: the grid cache cannot be written there ({err.strerror}); choose a "
+            "writable folder with data.out_of_core.cache_dir"
+        ) from err
     started = time.perf_counter()
     try:
         _Build(
