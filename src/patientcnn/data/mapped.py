@@ -34,7 +34,8 @@ from patientcnn.data.preprocess import Preprocessor, _safe_std, time_since_obser
 from patientcnn.data.reshape import PatientArrays
 from patientcnn.errors import UserError
 
-BLOCK_BYTES = 64 << 20  # patients are read and written in blocks of about this many bytes
+BLOCK_BYTES = 8 << 20  # patients are read in blocks of about this many bytes of grid: a
+# block's preprocessing makes several copies of it (int64 step indices among them)
 
 
 class RowFile:
