@@ -365,3 +365,34 @@ def test_an_unwritable_cache_folder_is_one_message(tmp_path):
         _load_out_of_core(
             path, "patient_id", "time", None, GridSpec(), ("label",), "aggregate", None, spec
         )
+
+
+@pytest.mark.parametrize("how", ["split column", "test table"])
+def test_the_test_patients_are_chosen_alike(tmp_path, how):
+    df = long_table(n_rows=1500)
+    ids = sorted(df["patient_id"].unique())
+    if how == "split column":
+        role = {p: ("test", "val", "train", "train")[k % 4] for k, p in enumerate(ids)}
+        df["split"] = df["patient_id"].map(role)
+        df["label"] = df["patient_id"].map({p: k // 4 % 2 for k, p in enumerate(ids)})
+        settings = {"measurements": str(write(df, tmp_path, "m", "csv")), "split_col": "split"}
+    else:
+        test = df["patient_id"].isin(ids[::3])
+        settings = {
+            "measurements": str(write(df[~test], tmp_path, "m", "parquet")),
+            "test_measurements": str(write(df[test], tmp_path, "t", "parquet")),
+        }
+    settings |= {"duplicates": "aggregate", "preprocess": {"missing_indicators": True}}
+    memory = PatientDataModule(**settings, engine="pandas")
+    mapped = PatientDataModule(
+        **settings, engine="duckdb", out_of_core={"cache_dir": str(tmp_path / "cache")}
+    )
+    for dm in (memory, mapped):
+        dm.setup("fit")
+    np.testing.assert_array_equal(memory.dev["ids"], mapped.dev["ids"])
+    np.testing.assert_array_equal(memory.test_ids, mapped.test_ids)
+    assert len(memory.test_ids) > 0
+    if how == "split column":
+        np.testing.assert_array_equal(memory.given_val, mapped.given_val)
+    for a, b in zip(mapped.tensors["test"], memory.tensors["test"], strict=True):
+        torch.testing.assert_close(a[: len(a)], b, rtol=1e-5, atol=1e-6)
