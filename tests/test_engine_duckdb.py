@@ -396,3 +396,40 @@ def test_the_test_patients_are_chosen_alike(tmp_path, how):
         np.testing.assert_array_equal(memory.given_val, mapped.given_val)
     for a, b in zip(mapped.tensors["test"], memory.tensors["test"], strict=True):
         torch.testing.assert_close(a[: len(a)], b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_outofcore_benchmark_runs_at_a_small_size(tmp_path):
+    """`scripts/benchmark.py --only outofcore --rows N` writes every case (no timings asserted)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "benchmark.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "scripts" / "benchmark.py"),
+            "--only",
+            "outofcore",
+            "--rows",
+            "20000",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    cases = {row["case"] for row in rows}
+    for table in ("wide CSV", "wide Parquet", "eav CSV", "eav Parquet"):
+        for engine in ("pandas (in memory)", "duckdb (build cache)", "duckdb (cache reused)"):
+            assert f"{table}: {engine}" in cases
+    for row in rows:
+        assert row["value"] > 0 and row["peak_mb"] > 0 and row["rows"] > 0
