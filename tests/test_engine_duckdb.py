@@ -433,3 +433,26 @@ def test_the_outofcore_benchmark_runs_at_a_small_size(tmp_path):
             assert f"{table}: {engine}" in cases
     for row in rows:
         assert row["value"] > 0 and row["peak_mb"] > 0 and row["rows"] > 0
+
+
+def test_date_time_text_is_iso_or_refused(tmp_path):
+    df = long_table(duplicated=False).drop(columns=["admit"])
+    stamps = pd.Timestamp("2131-05-01 06:00") + pd.to_timedelta(df["time"], unit="h")
+    aware = df.assign(time=stamps.dt.strftime("%Y-%m-%d %H:%M:%S") + "+02:00")
+    path = write(aware, tmp_path, "aware", "csv")
+    reference, _, mapped, _ = both(path, GridSpec(step=0.5), duplicates="error")
+    assert_same(reference, mapped)
+    mixed = aware.assign(time=aware["time"].where(aware.index != 4, "2131-05-01 06:00:00"))
+    with pytest.raises(
+        UserError,
+        match=r"mixes date-times with and without a time zone.*"
+        r"in a row of patient \S+ \(1 rows in all\)",
+    ):
+        duck(write(mixed, tmp_path, "mixed", "csv"), GridSpec())
+    us = df.assign(time=stamps.dt.strftime("%m/%d/%Y %H:%M"))
+    with pytest.raises(
+        UserError,
+        match=r"us\.csv: column 'time' is neither a number nor an "
+        r"ISO 8601 date-time .*data.engine=pandas reads more",
+    ):
+        duck(write(us, tmp_path, "us", "csv"), GridSpec())

@@ -58,6 +58,7 @@ NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "U
 NUMERIC += ("UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN")
 INTEGER = tuple(t for t in NUMERIC if t not in ("FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN"))
 DATETIME = ("TIMESTAMP", "DATE")  # every TIMESTAMP kind (with time zone, _NS, _MS, _S)
+TZ_SUFFIX = r"(Z|UTC|GMT|[+-]\d{2}(:?\d{2})?)$"  # a time zone ends the text (tables.TZ_SUFFIX)
 
 
 @dataclass
@@ -266,6 +267,9 @@ class _Build:
         """The needed columns, once, into DuckDB's database: later passes read it, not the
         file. A CSV value DuckDB's reader cannot convert is named by column and line."""
         varchar = (self.eav.value_col,) if self.eav else ()
+        # CSV times as text: DuckDB's reader would guess day-first or month-first formats;
+        # here only numbers and ISO 8601 date-times are read, anything else is refused
+        varchar += (self.time_col, *([self.grid.anchor_col] if self.grid.anchor_col else []))
         chosen = ", ".join(q(c) for c in needed)
         if self.parquet:
             files = "[" + ", ".join(lit(f) for f in self.files) + "]"
@@ -331,21 +335,30 @@ class _Build:
             return f"CAST(epoch_ns({stamp}) AS DOUBLE) / 3.6e12", "date-times"
         if kind == "VARCHAR":
             text = f"{c} IS NOT NULL AND trim({c}) <> ''"
-            numbers, stamps, present = self.one(
+            stamp = f"TRY_CAST({c} AS TIMESTAMPTZ)"  # an offset applied, none read as UTC
+            aware = f"regexp_matches(trim({c}), '{TZ_SUFFIX}')"
+            numbers, stamps, present, zoned = self.one(
                 f"SELECT count(*) FILTER (TRY_CAST({c} AS DOUBLE) IS NOT NULL), "
-                f"count(*) FILTER (TRY_CAST({c} AS TIMESTAMP) IS NOT NULL), "
-                f"count(*) FILTER ({text}) FROM src"
+                f"count(*) FILTER ({stamp} IS NOT NULL), count(*) FILTER ({text}), "
+                f"count(*) FILTER ({text} AND {aware}) FROM src"
             )
             if present and numbers >= present / 2:
                 return f"TRY_CAST({c} AS DOUBLE)", "numbers"
             if stamps == present:
-                return (
-                    f"CAST(epoch_ns(TRY_CAST({c} AS TIMESTAMP)) AS DOUBLE) / 3.6e12",
-                    "date-times",
-                )
+                if 0 < zoned < present:
+                    minority = aware if zoned <= present - zoned else f"NOT {aware}"
+                    pid = self.one(
+                        f"SELECT {self.id_sql} FROM src WHERE {text} AND {minority} LIMIT 1"
+                    )
+                    raise UserError(
+                        f"{self.path}: column '{column}' mixes date-times with and without a "
+                        "time zone (e.g. +02:00 or Z); give all of them one, or none; the first "
+                        f"of the less common kind is in a row of patient {pid[0] if pid else '?'} "
+                        f"({min(zoned, present - zoned)} rows in all)"
+                    )
+                return f"CAST(epoch_ns({stamp}) AS DOUBLE) / 3.6e12", "date-times"
             pid = self.one(
-                f"SELECT {self.id_sql} FROM src WHERE {text} AND TRY_CAST({c} AS TIMESTAMP) "
-                "IS NULL LIMIT 1"
+                f"SELECT {self.id_sql} FROM src WHERE {text} AND {stamp} IS NULL LIMIT 1"
             )
             raise UserError(
                 f"{self.path}: column '{column}' is neither a number nor an ISO 8601 date-time "
