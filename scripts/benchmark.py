@@ -1,19 +1,24 @@
 """Benchmarks of the pipeline, as ratios measured in one run (the machine may be noisy).
 
     python scripts/benchmark.py [--quick] [--only reshape,...] [--threads N] [--out benchmark.json]
+                                [--rows N]
 
 Each module in scripts/benchmarks/ is one section: it defines ``run(quick) -> list[dict]``
 whose rows hold at least ``section``, ``case`` and ``value`` with ``unit``; a row may
 add ``ratio`` (against the section's reference case) and ``peak_mb``.
 
 Sections in ON_REQUEST run only when named in --only: ``quality`` trains on every set of
-../shared/quality (tens of minutes; see scripts/benchmarks/quality.py and docs/QUALITY.md).
+../shared/quality (tens of minutes; see scripts/benchmarks/quality.py and docs/QUALITY.md);
+``outofcore`` takes a generated table of ``--rows`` rows (default 2 million) to the grid and
+through one training epoch with the duckdb and pandas engines (scripts/benchmarks/outofcore.py).
+A section whose ``run`` takes ``rows`` gets ``--rows``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -24,7 +29,7 @@ from pathlib import Path
 import torch
 
 SECTIONS_DIR = Path(__file__).parent / "benchmarks"
-ON_REQUEST = {"quality"}  # too long for a default run: only with --only
+ON_REQUEST = {"quality", "outofcore"}  # too long for a default run: only with --only
 
 
 def main() -> None:
@@ -39,6 +44,9 @@ def main() -> None:
         type=int,
         default=0,
         help="torch CPU threads (0: torch's default); 1 is steadier on a shared machine",
+    )
+    parser.add_argument(
+        "--rows", type=int, default=None, help="table rows for sections that take a size"
     )
     args = parser.parse_args()
     if args.threads:
@@ -61,7 +69,9 @@ def main() -> None:
     for name in names:
         started = time.perf_counter()
         print(f"== {name}", flush=True)
-        section_rows = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
+        run = importlib.import_module(f"benchmarks.{name}").run
+        sized = args.rows is not None and "rows" in inspect.signature(run).parameters
+        section_rows = run(quick=args.quick, rows=args.rows) if sized else run(quick=args.quick)
         for row in section_rows:
             print("   " + format_row(row), flush=True)
         print(f"   ({time.perf_counter() - started:.1f} s)")

@@ -28,6 +28,7 @@ def main(cfg: DictConfig) -> None:
         progress=cfg.progress,
         explain=cfg.explain,
         static=cfg.static,
+        engine=cfg.get("engine", "chunks"),
     )
 
 

@@ -148,6 +148,25 @@ def test_chunks_of_whole_patients_match_one_pass(trained, small_cohort, tmp_path
     assert list(tmp_path.glob(".*")) == []  # no temporary files left behind
 
 
+def test_the_duckdb_engine_scores_as_the_chunks(trained, small_cohort, tmp_path):
+    shuffled = pd.read_csv(small_cohort / "measurements.csv").sample(frac=1.0, random_state=0)
+    shuffled.to_parquet(tmp_path / "m.parquet", index=False)
+    ckpt = trained / "model.ckpt"
+    chunks = predict_file(ckpt, tmp_path / "m.parquet", tmp_path / "a.csv", progress=False)
+    mapped = predict_file(
+        ckpt, tmp_path / "m.parquet", tmp_path / "b.csv", progress=False, engine="duckdb"
+    )
+    a, b = (
+        pd.read_csv(chunks.output, dtype={"patient_id": str}),
+        pd.read_csv(mapped.output, dtype={"patient_id": str}),
+    )
+    assert list(b["patient_id"]) == list(a["patient_id"]) and len(a) == 300
+    np.testing.assert_allclose(b["probability"], a["probability"], rtol=1e-5)
+    assert (b["predicted_label"] == a["predicted_label"]).all()
+    with pytest.raises(UserError, match="engine must be one of"):
+        predict_file(ckpt, tmp_path / "m.parquet", tmp_path / "c.csv", engine="spark")
+
+
 def test_threshold_override(trained, small_cohort, tmp_path):
     m = small_cohort / "measurements.csv"
     everyone = predict_file(trained / "model.ckpt", m, tmp_path / "a.csv", threshold=0.0)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ENGINES = ("chunks", "duckdb")
 OUTPUT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -59,13 +60,17 @@ def predict_file(
     progress: bool = True,
     explain: bool = False,
     static: str | Path | None = None,
+    engine: str = "chunks",
 ) -> PredictionSummary:
     """Score every patient of ``input`` with the checkpoint and write ``output`` atomically.
 
     ``explain``: also name each patient's top contributing features and time windows
     (integrated gradients of the blend's differentiable sides, ``patientcnn.explain``).
     ``static``: the patients' static covariate table (one row per patient), required
-    exactly when the model was trained with static covariates."""
+    exactly when the model was trained with static covariates. ``engine``: ``chunks``
+    (pandas, a chunk of whole patients at a time) or ``duckdb`` (the grid built out of
+    core and cached as memory-mapped files beside the input, then scored a block of
+    patients at a time; ``patientcnn.data.mapped.scoring_blocks``)."""
     output = Path(output)
     fmt = output_format(output)
     refuse_overwriting_inputs(output, {"input": input, "checkpoint": checkpoint, "static": static})
@@ -98,6 +103,8 @@ def predict_file(
     scorer = Scorer.from_bundle(bundle, device=device, batch_size=batch_size)
     check_input_columns(Path(input), scorer)
     static_table = scorer.read_static(static)
+    if engine not in ENGINES:
+        raise UserError(f"engine must be one of {ENGINES}, got {engine!r}")
     if int(chunk_rows) < 1:
         raise UserError(f"chunk_rows must be a positive integer, got {chunk_rows}")
 
@@ -121,7 +128,8 @@ def predict_file(
         sink = _Sink(tmp, fmt, scorer.columns["id_col"], explain)
         bar = None  # opened once the first chunk has passed validation: errors print alone
         try:
-            for arrays in _read_chunks(Path(input), scorer, int(chunk_rows), tmp_dir, progress):
+            chunks = _read_chunks(Path(input), scorer, int(chunk_rows), tmp_dir, progress, engine)
+            for arrays in chunks:
                 bar = bar or tqdm(total=0, unit="patients", desc="scoring", disable=not progress)
                 empty = unusable(arrays)
                 skipped.extend(arrays.ids[empty].tolist())
@@ -162,9 +170,27 @@ def output_format(path: Path) -> str:
 
 
 def _read_chunks(
-    path: Path, scorer: Scorer, chunk_rows: int, tmp_dir: str | Path | None, progress: bool
+    path: Path,
+    scorer: Scorer,
+    chunk_rows: int,
+    tmp_dir: str | Path | None,
+    progress: bool,
+    engine: str = "chunks",
 ):
     """Reshaped patients, one chunk of whole patients at a time."""
+    if engine == "duckdb":
+        from patientcnn.data.mapped import scoring_blocks
+
+        yield from scoring_blocks(
+            path,
+            scorer.columns["id_col"],
+            scorer.columns["time_col"],
+            scorer.features,
+            scorer.grid,
+            scorer.duplicates,
+            scorer.eav,
+        )
+        return
     from patientcnn.data.chunks import patient_chunks
     from patientcnn.data.cohort import load_measurements
 

@@ -12,6 +12,7 @@ import pandas as pd
 from patientcnn.data import tables
 from patientcnn.data.arrays import is_array_file, load_array_cohort
 from patientcnn.data.eav import eav_rows
+from patientcnn.data.engine import choose, input_files
 from patientcnn.data.labels import align_labels, binary_labels, labels_of
 from patientcnn.data.reshape import PatientArrays, to_arrays
 from patientcnn.data.spec import TableSpec
@@ -127,6 +128,8 @@ def load_cohort(
     in only one of the two tables stop the run (``spec.unmatched='error'``) or are left
     out with a warning (``'drop'``). Each file is read once: with a split column and a
     label table, the split comes from the label table already read for the labels.
+    ``spec.engine`` (``patientcnn.data.engine``) may take the table to the grid out of
+    core; then ``arrays`` are ``mapped.MappedArrays``.
     """
     spec = spec or TableSpec()
     id_col, label_col, split_col = spec.id_col, spec.label_col, spec.split_col
@@ -138,7 +141,10 @@ def load_cohort(
         arrays, y_series, source = load_array_cohort(measurements, labels, spec)
         arrays, y = align_labels(arrays, y_series, Path(measurements), source, spec.unmatched)
         return Cohort(arrays, y)
-    arrays, df = load_measurements(measurements, spec, spec.not_features)
+    if choose(spec.engine, measurements) == "duckdb":
+        arrays, df = _load_out_of_core(measurements, spec, spec.not_features)
+    else:
+        arrays, df = load_measurements(measurements, spec, spec.not_features)
     if labels is None:
         label_table, source = df, Path(measurements)
         tables.require_columns(df, measurements, {"label": label_col})
@@ -162,6 +168,28 @@ def load_cohort(
         split = _per_patient(split_table, where, id_col, split_col)
         split = split.reindex(arrays.ids).astype(str).to_numpy()
     return Cohort(arrays, y, split)
+
+
+def _load_out_of_core(path, spec: TableSpec, exclude: tuple[str, ...]):
+    """``load_measurements`` by DuckDB: memory-mapped arrays and one row per patient."""
+    from patientcnn.data import engine_duckdb
+    from patientcnn.data.mapped import MappedArrays
+
+    built = engine_duckdb.load_measurements(
+        path,
+        input_files(path),
+        spec.id_col,
+        spec.time_col,
+        spec.features,
+        spec.grid,
+        exclude,
+        spec.duplicates,
+        spec.eav,
+        spec.engine,
+    )
+    arrays = MappedArrays.from_arrays(built.arrays, built.folder / "x.npy", built.folder)
+    _warn_empty(arrays, path)
+    return arrays, built.patients
 
 
 def _per_patient(df: pd.DataFrame, path: str | Path, id_col: str, column: str) -> pd.Series:

@@ -15,6 +15,8 @@ from sklearn.metrics import roc_auc_score
 from patientcnn.data.batches import TensorBatches, to_channels_first, to_device_if_fits
 from patientcnn.data.cohort import Cohort, load_cohort
 from patientcnn.data.eav import eav_spec
+from patientcnn.data.engine import engine_spec
+from patientcnn.data.mapped import fit_preprocessor, is_mapped, mapped_tensors, observed_share, take
 from patientcnn.data.preprocess import Preprocessor
 from patientcnn.data.reshape import GridSpec, PatientArrays
 from patientcnn.data.spec import TableSpec
@@ -75,6 +77,8 @@ class PatientDataModule(pl.LightningDataModule):
         static_columns: list[str] | None = None,
         static_categorical: list[str] | None = None,
         test_static: str | None = None,
+        engine: str = "auto",
+        out_of_core: dict | None = None,
     ) -> None:
         super().__init__()
         self.measurements = measurements
@@ -93,6 +97,7 @@ class PatientDataModule(pl.LightningDataModule):
             unmatched=unmatched,
             eav=eav_spec(format, eav),
             grid=GridSpec(**(grid or {})),
+            engine=engine_spec(engine, out_of_core),  # pandas in memory, or DuckDB on disk
         )
         if not (isinstance(min_observed, (int, float)) and 0 <= min_observed <= 1):
             raise UserError(
@@ -180,7 +185,7 @@ class PatientDataModule(pl.LightningDataModule):
                 test_cohort.arrays = test_cohort.arrays.select_features(kept)
             else:
                 cohort.arrays = cohort.arrays.select_features(kept)
-        self.preprocessor.fit(dev.x, dev.features, dev.valid)
+        fit_preprocessor(self.preprocessor, dev)  # a mapped cohort: one streaming pass
         if test_cohort is not None:
             test_part, test_y = test_cohort.arrays, test_cohort.y
         else:
@@ -220,6 +225,8 @@ class PatientDataModule(pl.LightningDataModule):
 
     def _tensors(self, part, y: np.ndarray, static: np.ndarray) -> tuple[torch.Tensor, ...]:
         """``(x (N, C, L), valid (N, L), y (N,), static (N, S))`` of reshaped patients."""
+        if is_mapped(part):  # read per batch from a file (patientcnn.data.mapped)
+            return mapped_tensors(part, self.preprocessor, y, static)
         x = self.preprocessor.transform(part.x, part.valid)
         return (
             to_channels_first(x),
@@ -230,9 +237,9 @@ class PatientDataModule(pl.LightningDataModule):
 
     def select(self, train: np.ndarray, val: np.ndarray | None) -> None:
         """Train on development positions ``train``, validate on ``val`` (None: no validation)."""
-        self.tensors["train"] = tuple(t[train] for t in self.dev["tensors"])
+        self.tensors["train"] = tuple(take(t, train) for t in self.dev["tensors"])
         if val is not None:
-            self.tensors["val"] = tuple(t[val] for t in self.dev["tensors"])
+            self.tensors["val"] = tuple(take(t, val) for t in self.dev["tensors"])
         else:
             self.tensors.pop("val", None)
         self.placed = {k: v for k, v in self.placed.items() if k[0] == "test"}
@@ -362,7 +369,7 @@ def observed_often(arrays: PatientArrays, min_share: float) -> list[str]:
     at least once at all; in their order. A dropped feature is logged with its share."""
     if min_share <= 0:
         return list(arrays.features)
-    share = (~np.isnan(arrays.x)).any(axis=1).mean(axis=0)
+    share = observed_share(arrays)
     kept = [f for f, s in zip(arrays.features, share, strict=True) if s >= min_share and s > 0]
     dropped = [(f, s) for f, s in zip(arrays.features, share, strict=True) if f not in kept]
     if not kept:

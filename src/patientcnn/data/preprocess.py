@@ -79,13 +79,13 @@ class Preprocessor:
                 "drop them with data.features=[...]"
             )
         self.features = list(features)
-        self.mean = np.nanmean(x, axis=(0, 1)).astype(np.float64)
-        self.std = _safe_std(np.nanstd(x, axis=(0, 1)))
+        self.mean, std = observed_moments(x)
+        self.std = _safe_std(std)
         if self.time_since_observed:
             valid = np.ones(x.shape[:2], dtype=bool) if valid is None else valid
             since = time_since_observed(x, valid, self.step)[valid]
-            self.since_mean = since.mean(axis=0).astype(np.float64)
-            self.since_std = _safe_std(since.std(axis=0))
+            self.since_mean = since.mean(axis=0, dtype=np.float64)
+            self.since_std = _safe_std(since.std(axis=0, dtype=np.float64))
         return self
 
     @property
@@ -193,6 +193,20 @@ def time_since_observed(x: np.ndarray, valid: np.ndarray, step: float) -> np.nda
     last = np.maximum(last_observed(x), stay_start - 1)
     steps = np.arange(x.shape[1])[None, :, None]
     return ((steps - last) * step).astype(np.float32)
+
+
+def observed_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C,) mean and standard deviation of each feature's observed values, in float64 one
+    channel at a time (np.nanstd would round the deviations to float32): the streaming fit
+    over a memory-mapped cohort (``patientcnn.data.mapped``) gives the same numbers."""
+    channels = x.shape[-1]
+    mean, std = np.zeros(channels), np.zeros(channels)
+    for j in range(channels):
+        values = x[..., j][~np.isnan(x[..., j])].astype(np.float64)
+        if len(values):
+            mean[j] = values.mean()
+            std[j] = np.sqrt(((values - mean[j]) ** 2).mean())
+    return mean, std
 
 
 def _safe_std(std: np.ndarray) -> np.ndarray:

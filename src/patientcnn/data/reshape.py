@@ -292,17 +292,24 @@ def _all_distinct_cells(cell: np.ndarray) -> bool:
 
 
 def _bin_means(flat: np.ndarray, block: np.ndarray, size: int) -> np.ndarray:
-    """(bins, features) means: a sparse bins x rows indicator times values and presence."""
+    """(bins, features) means: a sparse bins x rows indicator times values and presence.
+
+    Sums and counts are float64 (one column at a time, to bound memory) and the mean is
+    rounded to float32 once, as the DuckDB engine's SQL does: both give the same numbers.
+    """
     rows = sparse.csc_matrix(
-        (np.ones(len(flat), dtype=np.float32), flat, np.arange(len(flat) + 1)),
+        (np.ones(len(flat), dtype=np.float64), flat, np.arange(len(flat) + 1)),
         shape=(size, len(flat)),
     )
-    block = np.ascontiguousarray(block)  # a table's columns come in Fortran order
-    seen = ~np.isnan(block)
-    sums = rows @ np.where(seen, block, np.float32(0.0))
-    counts = rows @ seen.astype(np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts  # 0 / 0 = NaN: nothing observed in that bin
+    out = np.empty((size, block.shape[1]), dtype=np.float32)
+    for j in range(block.shape[1]):
+        column = block[:, j]
+        seen = ~np.isnan(column)
+        sums = rows @ np.where(seen, column, 0).astype(np.float64)
+        counts = rows @ seen.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, j] = sums / counts  # 0 / 0 = NaN: nothing observed in that bin
+    return out
 
 
 def _bin_last(flat: np.ndarray, hours: np.ndarray, column: np.ndarray, size: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from patientcnn.files import check_input_file
 
 if TYPE_CHECKING:
     from patientcnn.data.eav import EAVSpec
+    from patientcnn.data.engine import EngineSpec
     from patientcnn.data.reshape import GridSpec
 
 DUPLICATES = ("error", "aggregate")
@@ -46,7 +47,8 @@ class TableSpec:
     combines rows sharing a step); ``unmatched``: patients in only one of measurements and
     labels stop the run ('error') or are left out ('drop'); ``eav``: the table is
     entity-attribute-value (None: wide); ``grid``: how times become steps (None: the
-    default grid).
+    default grid); ``engine``: pandas in memory, or DuckDB out of core
+    (``patientcnn.data.engine``; None: pandas).
     """
 
     id_col: str = "patient_id"
@@ -59,6 +61,7 @@ class TableSpec:
     unmatched: str = "error"
     eav: EAVSpec | None = None
     grid: GridSpec | None = None
+    engine: EngineSpec | None = None
 
     def __post_init__(self) -> None:
         if self.duplicates not in DUPLICATES:
