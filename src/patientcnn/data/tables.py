@@ -40,16 +40,13 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     the same name are an error naming it.
     """
     path = Path(path)
-    columns = table_columns(path)  # the file's type, encoding and header, first
+    table_columns(path)  # the file's type, encoding and header, before the reader sees it
     sep = delimiter(path)
     try:
         if is_parquet(path):
             df = pd.read_parquet(path)
         else:
-            # ids parsed as text in the one read ('0007' stays '0007'); only a cell the
-            # reader takes for missing ('NA', 'null') sends us back for the raw column
-            as_text = {id_col: "str"} if id_col in columns else None
-            df = pd.read_csv(path, sep=sep, engine="pyarrow", dtype=as_text)
+            df = pd.read_csv(path, sep=sep, engine="pyarrow")
             if id_col in df.columns and _maybe_not_as_written(df[id_col]):
                 df[id_col] = _raw_ids(path, sep, id_col)
     except UserError:
