@@ -181,15 +181,7 @@ def _read_chunks(
     if engine == "duckdb":
         from patientcnn.data.mapped import scoring_blocks
 
-        yield from scoring_blocks(
-            path,
-            scorer.columns["id_col"],
-            scorer.columns["time_col"],
-            scorer.features,
-            scorer.grid,
-            scorer.duplicates,
-            scorer.eav,
-        )
+        yield from scoring_blocks(path, scorer.table_spec())
         return
     from patientcnn.data.chunks import patient_chunks
     from patientcnn.data.cohort import load_measurements

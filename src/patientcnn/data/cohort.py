@@ -175,18 +175,7 @@ def _load_out_of_core(path, spec: TableSpec, exclude: tuple[str, ...]):
     from patientcnn.data import engine_duckdb
     from patientcnn.data.mapped import MappedArrays
 
-    built = engine_duckdb.load_measurements(
-        path,
-        input_files(path),
-        spec.id_col,
-        spec.time_col,
-        spec.features,
-        spec.grid,
-        exclude,
-        spec.duplicates,
-        spec.eav,
-        spec.engine,
-    )
+    built = engine_duckdb.load_measurements(path, input_files(path), spec, exclude)
     arrays = MappedArrays.from_arrays(built.arrays, built.folder / "x.npy", built.folder)
     _warn_empty(arrays, path)
     return arrays, built.patients

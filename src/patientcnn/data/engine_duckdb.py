@@ -37,9 +37,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from patientcnn.data.eav import EAVSpec
 from patientcnn.data.engine import EngineSpec
-from patientcnn.data.reshape import GridSpec, PatientArrays, available_memory, id_order
+from patientcnn.data.reshape import PatientArrays, available_memory, id_order
+from patientcnn.data.spec import TableSpec
 from patientcnn.data.tables import PARQUET_SUFFIXES, table_columns
 from patientcnn.errors import UserError
 from patientcnn.files import remove_stale_temporaries
@@ -71,21 +71,15 @@ class Grid:
 
 
 def load_measurements(
-    path: str | Path,
-    files: list[Path],
-    id_col: str,
-    time_col: str,
-    features: list[str] | None,
-    grid: GridSpec,
-    exclude: tuple[str, ...] = (),
-    duplicates: str = "error",
-    eav: EAVSpec | None = None,
-    spec: EngineSpec | None = None,
+    path: str | Path, files: list[Path], table: TableSpec, exclude: tuple[str, ...] = ()
 ) -> Grid:
     """The DuckDB twin of ``cohort.load_measurements``: the same arrays (``x`` a read-only
     memory map) and, instead of the raw table, one row per patient holding ``id_col`` and
-    those of the ``exclude`` columns (label, split) that the table has."""
-    spec = spec or EngineSpec(engine="duckdb")
+    those of the ``exclude`` columns (label, split) that the table has. ``table`` says how
+    to read it (``table.engine``: the cache folder and DuckDB's limits)."""
+    spec = table.engine or EngineSpec(engine="duckdb")
+    id_col, time_col, features = table.id_col, table.time_col, table.features
+    grid, duplicates, eav = table.grid, table.duplicates, table.eav
     columns = _columns(files)
     carry = [c for c in exclude if c and c in columns]
     settings = {
@@ -119,20 +113,7 @@ def load_measurements(
         ) from err
     started = time.perf_counter()
     try:
-        _Build(
-            path,
-            files,
-            columns,
-            id_col,
-            time_col,
-            features,
-            grid,
-            duplicates,
-            eav,
-            carry,
-            spec,
-            work,
-        ).run(settings)
+        _Build(path, files, columns, table, carry, spec, work).run(settings)
         (work / "work.duckdb").unlink(missing_ok=True)
         shutil.rmtree(work / "spill", ignore_errors=True)
         if folder.exists():  # another run built it meanwhile
@@ -207,24 +188,12 @@ def _reason(err: Exception) -> str:
 class _Build:
     """One build of the grid, in a work folder holding DuckDB's database and spill files."""
 
-    def __init__(
-        self,
-        path,
-        files,
-        columns,
-        id_col,
-        time_col,
-        features,
-        grid,
-        duplicates,
-        eav,
-        carry,
-        spec,
-        work,
-    ) -> None:
+    def __init__(self, path, files, columns, table: TableSpec, carry, spec, work) -> None:
         self.path, self.files, self.columns = str(path), files, columns
-        self.id_col, self.time_col, self.features = id_col, time_col, features
-        self.grid, self.duplicates, self.eav, self.carry = grid, duplicates, eav, carry
+        self.id_col, self.time_col = table.id_col, table.time_col
+        self.features = list(table.features) if table.features else None
+        self.grid, self.duplicates, self.eav = table.grid, table.duplicates, table.eav
+        self.carry = carry
         self.work = work
         self.parquet = files[0].name.lower().endswith(PARQUET_SUFFIXES)
         self.con = duckdb.connect(str(work / "work.duckdb"))

@@ -26,6 +26,7 @@ import json
 import os
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ import torch
 from patientcnn.data.preprocess import Preprocessor, _safe_std, time_since_observed
 from patientcnn.data.reshape import PatientArrays
 from patientcnn.errors import UserError
+
+if TYPE_CHECKING:
+    from patientcnn.data.spec import TableSpec
 
 BLOCK_BYTES = 8 << 20  # patients are read in blocks of about this many bytes of grid: a
 # block's preprocessing makes several copies of it (int64 step indices among them)
@@ -389,25 +393,14 @@ def take(tensor, index: np.ndarray):
     return tensor[index]
 
 
-def scoring_blocks(path, id_col, time_col, features, grid, duplicates, eav, spec=None):
-    """A scoring table taken to the grid out of core (cached beside it), then served as
-    ``PatientArrays`` one block of patients at a time, in id order: predict's memory is
-    one block, whatever the file's size."""
+def scoring_blocks(path, table: TableSpec):
+    """A scoring table, read as ``table`` says, taken to the grid out of core (cached
+    beside it), then served as ``PatientArrays`` one block of patients at a time, in id
+    order: predict's memory is one block, whatever the file's size."""
     from patientcnn.data import engine_duckdb
-    from patientcnn.data.engine import EngineSpec, input_files
+    from patientcnn.data.engine import input_files
 
-    built = engine_duckdb.load_measurements(
-        path,
-        input_files(path),
-        id_col,
-        time_col,
-        features,
-        grid,
-        (),
-        duplicates,
-        eav,
-        spec or EngineSpec("duckdb"),
-    )
+    built = engine_duckdb.load_measurements(path, input_files(path), table)
     arrays = MappedArrays.from_arrays(built.arrays, built.folder / "x.npy", built.folder)
     for where, x, _ in arrays.blocks():
         yield PatientArrays(
