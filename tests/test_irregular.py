@@ -275,3 +275,57 @@ def test_anchor_of_another_kind_of_time_is_named(tmp_path):
             tmp_path / "m.csv",
             TableSpec(time_col="charttime", grid=GridSpec(length=4, anchor_col="admit_time")),
         )
+
+
+def test_an_irregular_model_scores_new_rows_sharing_a_time_through_predict_and_evaluate(
+    small_cohort, tmp_path
+):
+    """The bundle keeps data.duplicates: a model trained with data=irregular (duplicates
+    aggregate) reads a new export of the same kind, two rows at one chart time included,
+    in predict and evaluate, instead of refusing every such patient."""
+    df = pd.read_csv(small_cohort / "measurements.csv")
+    admit = pd.Timestamp("2023-05-01") + pd.to_timedelta(
+        df["patient_id"].str[1:].astype(int) * 7.3, unit="h"
+    )
+    raw = df.assign(
+        admit_time=admit.to_numpy(), charttime=(admit + pd.to_timedelta(df["time"], unit="h"))
+    ).drop(columns="time")
+    raw.to_csv(tmp_path / "raw.csv", index=False)
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train.py",
+        "data=irregular",
+        f"data.measurements={tmp_path / 'raw.csv'}",
+        f"data.labels={small_cohort / 'labels.csv'}",
+        "data.grid.length=24",
+        "partner.nets=[]",
+        "report.enabled=false",
+        f"hydra.run.dir={out}",
+        *QUICK,
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    repeated = pd.concat([raw, raw.iloc[::5].assign(heart_rate=lambda d: d["heart_rate"] + 1)])
+    repeated.to_csv(tmp_path / "new.csv", index=False)
+    checkpoint = out / "checkpoints" / "best.ckpt"
+    proc = run_cli(
+        "scripts/predict.py",
+        f"checkpoint={checkpoint}",
+        f"input={tmp_path / 'new.csv'}",
+        f"output={tmp_path / 'scores.csv'}",
+        "progress=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scores = pd.read_csv(tmp_path / "scores.csv")
+    assert scores["patient_id"].nunique() == raw["patient_id"].nunique() == len(scores)
+    proc = run_cli(
+        "scripts/evaluate.py",
+        f"checkpoint={checkpoint}",
+        f"data.measurements={tmp_path / 'new.csv'}",
+        f"data.labels={small_cohort / 'labels.csv'}",
+        "report.enabled=false",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 0.0 <= read_metrics(tmp_path / "eval")["metrics"]["auroc"] <= 1.0
