@@ -16,6 +16,7 @@ from hydra.utils import execution_whitelist
 
 from benchmarks._common import ROOT, gpu_peak_mb, run_with_peak
 from patientcnn.config import TRUSTED_TARGETS
+from patientcnn.inference import inference_batch
 from patientcnn.train import build_model
 
 N_PATIENTS, N_STEPS, N_FEATURES = 20_000, 49, 5
@@ -29,8 +30,10 @@ def default_model(n_features: int, n_steps: int) -> torch.nn.Module:
         return build_model(cfg.model, n_features, n_steps, 1.0).eval()
 
 
-def patients_per_s(model, x, valid, batch_size: int, device: torch.device) -> float:
-    """Best of three passes over all patients."""
+def patients_per_s(model, x, valid, batch_size: int | str, device: torch.device) -> float:
+    """Best of three passes over all patients; ``batch_size`` a number or 'auto', as
+    predict takes it (``patientcnn.inference.inference_batch``)."""
+    batch_size = inference_batch(batch_size, x.shape[2], device)
     best = float("inf")
     for _ in range(3):
         if device.type == "cuda":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import best_time
+from benchmarks._common import best_time, peak_mb
 from patientcnn.data.reshape import GridSpec, to_arrays
 
 STEP, LENGTH, FEATURES = 1.0, 48, 16
@@ -80,6 +80,7 @@ def run(quick: bool) -> list[dict]:
                     "seconds": seconds,
                     "rows": len(df),
                     "patients": n_patients,
+                    "peak_mb": peak_mb(lambda fn=fn, agg=agg: fn(df, features, agg)),
                 }
             )
         for row in timed:

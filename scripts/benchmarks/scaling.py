@@ -40,7 +40,7 @@ def run(quick: bool) -> list[dict]:
                 model, x, valid, "auto", torch.device("cpu")
             )
         )
-        rows.append(_row(n, "inference, batch 1,024", n / speed, "s", peak))
+        rows.append(_row(n, "inference, batch auto", n / speed, "s", peak))
     return rows
 
 
