@@ -204,6 +204,22 @@ def test_unmatched_patients_dropped_with_a_warning(tmp_path, caplog):
     assert "p0" in caplog.text and "p4" in caplog.text
 
 
+def train_irregular(raw, small_cohort, out, *overrides: str):
+    """`python train.py data=irregular` on a raw export of the small cohort, 24 hours."""
+    return run_cli(
+        "train.py",
+        "data=irregular",
+        f"data.measurements={raw}",
+        f"data.labels={small_cohort / 'labels.csv'}",
+        "data.grid.length=24",
+        *overrides,
+        f"hydra.run.dir={out}",
+        *QUICK,
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    )
+
+
 def test_raw_datetime_export_trains_with_config_alone(small_cohort, tmp_path):
     """The small cohort as a raw export: date-times, admission anchor, gaps, dropped rows."""
     rng = np.random.default_rng(0)
@@ -219,17 +235,8 @@ def test_raw_datetime_export_trains_with_config_alone(small_cohort, tmp_path):
     ).drop(columns="time")
     df.to_csv(tmp_path / "raw.csv", index=False)
     out = tmp_path / "run"
-    proc = run_cli(
-        "train.py",
-        "data=irregular",
-        f"data.measurements={tmp_path / 'raw.csv'}",
-        f"data.labels={small_cohort / 'labels.csv'}",
-        "data.grid.length=24",
-        "data.grid.agg={heart_rate: max, map: min}",
-        f"hydra.run.dir={out}",
-        *QUICK,
-        "logger=none",
-        "trainer.enable_progress_bar=false",
+    proc = train_irregular(
+        tmp_path / "raw.csv", small_cohort, out, "data.grid.agg={heart_rate: max, map: min}"
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = read_metrics(out)["metrics"]
@@ -292,18 +299,8 @@ def test_an_irregular_model_scores_new_rows_sharing_a_time_through_predict_and_e
     ).drop(columns="time")
     raw.to_csv(tmp_path / "raw.csv", index=False)
     out = tmp_path / "run"
-    proc = run_cli(
-        "train.py",
-        "data=irregular",
-        f"data.measurements={tmp_path / 'raw.csv'}",
-        f"data.labels={small_cohort / 'labels.csv'}",
-        "data.grid.length=24",
-        "partner.nets=[]",
-        "report.enabled=false",
-        f"hydra.run.dir={out}",
-        *QUICK,
-        "logger=none",
-        "trainer.enable_progress_bar=false",
+    proc = train_irregular(
+        tmp_path / "raw.csv", small_cohort, out, "partner.nets=[]", "report.enabled=false"
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     repeated = pd.concat([raw, raw.iloc[::5].assign(heart_rate=lambda d: d["heart_rate"] + 1)])
