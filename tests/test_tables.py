@@ -111,12 +111,12 @@ def test_a_split_column_in_the_label_table_is_read_with_the_labels(tables, monke
     tmp, m, y = tables
     reads = []
 
-    def counted(path, id_col=None):
+    def counted(path, id_col=None):  # every table read goes through read_rows
         reads.append(path.name if hasattr(path, "name") else str(path))
-        return read_table(path, id_col)
+        return read_rows(path, id_col)
 
-    read_table = reader.read_table
-    monkeypatch.setattr(reader, "read_table", counted)
+    read_rows = reader.read_rows
+    monkeypatch.setattr(reader, "read_rows", counted)
     y = y.assign(split=["train", "val", "test"])
     cohort = load(tmp, m, y, split_col="split")
     assert sorted(reads) == ["m.csv", "y.csv"]

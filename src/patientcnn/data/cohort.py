@@ -46,13 +46,13 @@ def load_measurements(
     """
     id_col, time_col, grid = spec.id_col, spec.time_col, spec.grid
     features = list(spec.features) if spec.features else None
-    df = tables.read_table(path, id_col)
+    rows = tables.read_rows(path, id_col)
+    df = rows.df
     roles = {"id": id_col, "time": time_col}
     anchor_col = grid.anchor_col
     if anchor_col:
         roles["anchor"] = anchor_col
     tables.require_columns(df, path, roles)
-    rows = tables.TableRows(df, path, id_col)
     tables.check_ids(rows)
     # times are checked on the file's own rows, so that a message names the right row
     hours = tables.time_in_hours(rows, time_col, allow_negative=bool(anchor_col))
@@ -190,4 +190,6 @@ def _per_patient(df: pd.DataFrame, path: str | Path, id_col: str, column: str) -
             f"{path}: column '{column}' must be constant per patient but changes within "
             f"patient {varying.index[0]} ({len(varying)} patients in all)"
         )
-    return df.groupby(id_col, sort=False)[column].first()
+    first = df.groupby(id_col, sort=False)[column].first()
+    first.index = first.index.astype(object)  # ids as text, also from a categorical column
+    return first

@@ -134,7 +134,7 @@ class LongValues:
 
 
 def to_arrays(
-    ids: pd.Series | np.ndarray,
+    ids: pd.Series | np.ndarray | pd.Categorical,
     hours: np.ndarray,
     values: np.ndarray | LongValues,
     features: list[str],
@@ -326,13 +326,29 @@ def _bin_last(flat: np.ndarray, hours: np.ndarray, column: np.ndarray, size: int
     return result
 
 
-def factorize_ids(ids: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes per row and the distinct ids in ``id_order``."""
-    codes, uniques = pd.factorize(np.asarray(ids, dtype=object))
+def factorize_ids(ids: pd.Series | np.ndarray | pd.Categorical) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes per row and the distinct ids in ``id_order``. Categorical ids
+    (``tables.read_rows``: factorized when read) are not hashed again."""
+    if isinstance(getattr(ids, "dtype", None), pd.CategoricalDtype):
+        codes, uniques = _used_categories(pd.Categorical(ids))
+    else:
+        codes, uniques = pd.factorize(np.asarray(ids, dtype=object))
     order = id_order(uniques)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return rank[codes], np.asarray(uniques, dtype=object)[order]
+
+
+def _used_categories(ids: pd.Categorical) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and categories of the categories some row has (rows may have been dropped
+    since the ids were factorized), by counting codes rather than sorting them."""
+    codes = ids.codes.astype(np.int64)
+    uniques = np.asarray(ids.categories, dtype=object)
+    used = np.bincount(codes[codes >= 0], minlength=len(uniques)) > 0
+    if used.all():
+        return codes, uniques
+    renumber = np.append(np.cumsum(used) - 1, -1)  # code -1 (missing) stays -1
+    return renumber[codes], uniques[used]
 
 
 def id_order(ids: np.ndarray) -> np.ndarray:

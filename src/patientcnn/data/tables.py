@@ -29,6 +29,16 @@ class TableRows:
     df: pd.DataFrame
     path: str | Path
     id_col: str
+    # the id column factorized once, as read (``id_codes``): each row's code into the
+    # distinct ids as text; shared by the duplicate check and the reshape, which would
+    # otherwise hash millions of Python strings twice. None: computed when needed.
+    patients: pd.Categorical | None = None
+
+    def patient_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(codes per row, -1 where the id is missing; the distinct ids as text)."""
+        if self.patients is not None:
+            return self.patients.codes.astype(np.int64), np.asarray(self.patients.categories)
+        return id_codes(self.df[self.id_col])
 
 
 def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
@@ -39,16 +49,29 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     read as strings, Parquet integer ids become their decimal string. Two columns with
     the same name are an error naming it.
     """
+    rows = read_rows(path, id_col)
+    if rows.patients is not None:
+        codes, text = rows.patient_codes()
+        rows.df[id_col] = pd.Series(_expand(codes, text), index=rows.df.index, dtype=object)
+    return rows.df
+
+
+def read_rows(path: str | Path, id_col: str | None = None) -> TableRows:
+    """``read_table`` for a long table of many rows per patient: the id column stays
+    factorized (a ``pd.Categorical`` of the ids as text, also ``TableRows.patients``)
+    for the checks and the reshape that follow, instead of one Python string per row.
+    Group by it with ``observed=True`` (pandas' default)."""
     path = Path(path)
     table_columns(path)  # the file's type, encoding and header, before the reader sees it
     sep = delimiter(path)
+    raw = None  # the id column as written, when the reader may have changed it
     try:
         if is_parquet(path):
             df = pd.read_parquet(path)
         else:
             df = pd.read_csv(path, sep=sep, engine="pyarrow")
             if id_col in df.columns and _maybe_not_as_written(df[id_col]):
-                df[id_col] = _raw_ids(path, sep, id_col)
+                raw = _raw_ids(path, sep, id_col)
     except UserError:
         raise
     except Exception as err:  # the readers raise many types; all mean "cannot parse"
@@ -59,9 +82,12 @@ def read_table(path: str | Path, id_col: str | None = None) -> pd.DataFrame:
     if df.shape[1] == 0 or len(df) == 0:
         raise UserError(f"{path}: the table is empty (no data rows)")
     df.columns = [str(c) for c in df.columns]
+    patients = None
     if id_col in df.columns:
-        df[id_col] = ids_as_text(df[id_col])
-    return df
+        ids = df[id_col] if raw is None else raw
+        patients = pd.Categorical.from_codes(*id_codes(ids), validate=False)
+        df[id_col] = pd.Series(patients, index=df.index)
+    return TableRows(df, path, id_col or "", patients)
 
 
 def table_columns(path: str | Path) -> list[str]:
@@ -97,8 +123,9 @@ def _maybe_not_as_written(column: pd.Series) -> bool:
     return not pd.api.types.is_string_dtype(column) or bool(column.isna().any())
 
 
-def _raw_ids(path: Path, sep: str, id_col: str) -> pd.Series:
-    """The id column exactly as written, as text; only an empty cell is a missing id."""
+def _raw_ids(path: Path, sep: str, id_col: str):
+    """The id column exactly as written, as Arrow text (a ``pyarrow.ChunkedArray``);
+    only an empty cell is a missing id (null)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -113,8 +140,8 @@ def _raw_ids(path: Path, sep: str, id_col: str) -> pd.Series:
         ),
     )
     column = table.column(id_col)
-    empty = pc.equal(pc.utf8_trim_whitespace(column), "").to_numpy(zero_copy_only=False)
-    return pd.Series(column.to_numpy(zero_copy_only=False), dtype=object).where(~empty, np.nan)
+    empty = pc.equal(pc.utf8_trim_whitespace(column), "")
+    return pc.if_else(empty, None, column)  # factorized in Arrow: no Python str per row
 
 
 def ids_as_text(ids: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
@@ -122,18 +149,88 @@ def ids_as_text(ids: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
     holding whole numbers, as integer columns with gaps become) as their decimal string,
     bytes decoded; a missing or empty id is missing (NaN)."""
     series = ids if isinstance(ids, pd.Series) else pd.Series(np.asarray(ids).reshape(-1))
-    kind = series.dtype.kind if isinstance(series.dtype, np.dtype) else None
+    out = _expand(*id_codes(series))
+    return pd.Series(out, index=series.index, dtype=object) if isinstance(ids, pd.Series) else out
+
+
+def id_codes(ids) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's code (-1: a missing or empty id) into the distinct ids as text
+    (``ids_as_text`` of each distinct value; in no promised order: the reshape orders
+    patients with ``reshape.id_order``).
+
+    The column is factorized once in its own type (integers, Arrow text), and only the
+    distinct values become Python strings: a table of 5 million rows and 100,000
+    patients makes 100,000 strings, not 5 million. Distinct values that are one text
+    (``1`` and ``"1"`` in a column of mixed objects) are one patient."""
+    codes = None
+    if not isinstance(ids, pd.Series):  # Arrow text (``_raw_ids``)
+        codes, uniques = _arrow_codes(ids)
+        ids = ids if codes is not None else pd.Series(ids.to_pandas(), dtype="str")
+    elif ids.dtype.kind in "iu":
+        codes, uniques = dense_factorize(ids.to_numpy())
+    if codes is None:
+        codes, uniques = pd.factorize(ids, use_na_sentinel=True)
+    text, kept = _texts(pd.Series(uniques))
+    merged, distinct = pd.factorize(text.where(kept, None).to_numpy(dtype=object))
+    codes = np.asarray(codes, dtype=np.int64)
+    table = np.append(merged.astype(np.int64), -1)  # code -1 (missing) stays -1
+    return table[codes], np.asarray(distinct, dtype=object)
+
+
+def _arrow_codes(column) -> tuple[np.ndarray | None, object]:
+    """Codes (-1: null) and distinct values of an Arrow text column, hashed by Arrow.
+    Arrow encodes a chunked column with one memo table, so every chunk's dictionary is
+    the final one; anything else is left to pandas (None)."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column).chunks
+    if not encoded:
+        return None, None
+    dictionary = encoded[-1].dictionary
+    same = dictionary.buffers()[-1].address  # one dictionary shared by every chunk
+    shared = all(chunk.dictionary.buffers()[-1].address == same for chunk in encoded)
+    if not shared and not all(chunk.dictionary.equals(dictionary) for chunk in encoded):
+        return None, None
+    codes = np.concatenate(
+        [chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False) for chunk in encoded]
+    ).astype(np.int64)
+    return codes, pd.Series(dictionary.to_pandas(), dtype="str")
+
+
+def dense_factorize(values: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Codes and distinct values of integers whose range is at most a few times their
+    count (ids numbered from a base, whole-hour times), by counting instead of hashing;
+    (None, None) for a sparse range. Distinct values come in increasing order."""
+    if len(values) == 0:
+        return None, None
+    low, high = int(values.min()), int(values.max())
+    if high - low >= 4 * len(values):
+        return None, None
+    offset = (values - low).astype(np.int64)
+    present = np.bincount(offset, minlength=high - low + 1) > 0
+    rank = np.cumsum(present) - 1
+    return rank[offset], np.flatnonzero(present) + low
+
+
+def _texts(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Distinct ids as text, and whether each is an id (not blank)."""
+    kind = values.dtype.kind if isinstance(values.dtype, np.dtype) else None
     if kind == "f":
-        whole = series.notna() & np.isfinite(series) & (series == np.floor(series))
-        if whole[series.notna()].all():
-            series, kind = series.astype("Int64"), "i"
-    if kind in ("i", "u") or pd.api.types.is_string_dtype(series.dtype):
-        text = series.astype("string")  # vectorised; text stays exactly as it is
+        whole = np.isfinite(values) & (values == np.floor(values))
+        if whole.all():
+            values, kind = values.astype("Int64"), "i"
+    if kind in ("i", "u") or pd.api.types.is_string_dtype(values.dtype):
+        text = values.astype("string")  # vectorised; text stays exactly as it is
     else:
-        text = series.map(_one_id, na_action="ignore").astype("string")
-    keep = text.notna() & text.str.strip().ne("").fillna(False).astype(bool)
-    out = text.astype(object).where(keep, np.nan)  # an empty id is a missing id
-    return out if isinstance(ids, pd.Series) else out.to_numpy(dtype=object)
+        text = values.map(_one_id).astype("string")
+    kept = text.notna() & text.str.strip().ne("").fillna(False).astype(bool)
+    return text.astype(object), kept.to_numpy(dtype=bool)
+
+
+def _expand(codes: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """Row ids as Python strings (NaN where missing) from codes: each distinct string is
+    shared by its rows, not made again per row."""
+    return np.append(text, np.nan).astype(object)[codes]
 
 
 def _one_id(value: object) -> str:
@@ -431,36 +528,60 @@ def _parse_datetimes(rows: TableRows, time_col: str, column: pd.Series) -> pd.Se
 
 
 def _check_parsed(rows: TableRows, time_col: str, column: pd.Series, failed: pd.Series) -> None:
-    bad = failed & column.notna() & (column.astype(str).str.strip() != "")
-    if bad.any():
-        _raise_at_row(
-            rows,
-            time_col,
-            int(np.flatnonzero(bad.to_numpy())[0]),
-            "is neither a number nor a date-time",
-            int(bad.sum()),
-        )
+    """Cells that hold something (not blank) and did not parse are an error; only the
+    failed cells are looked at as text."""
+    failed = (failed & column.notna()).to_numpy(dtype=bool)
+    if not failed.any():
+        return
+    where = np.flatnonzero(failed)
+    bad = where[(column.iloc[where].astype(str).str.strip() != "").to_numpy(dtype=bool)]
+    if len(bad):
+        _raise_at_row(rows, time_col, int(bad[0]), "is neither a number nor a date-time", len(bad))
 
 
 def check_duplicate_times(rows: TableRows, time_col: str, hours: np.ndarray) -> None:
     """Two rows for the same patient and time are an error unless data.duplicates=aggregate."""
-    df, id_col = rows.df, rows.id_col
-    repeated = pd.DataFrame({"id": df[id_col].to_numpy(), "t": hours}).duplicated()
-    if repeated.any():
+    codes, _ = rows.patient_codes()
+    repeated = repeated_rows(codes, hours)
+    if repeated is not None:
         _raise_at_row(
             rows,
             time_col,
-            int(np.flatnonzero(repeated.to_numpy())[0]),
+            int(np.flatnonzero(repeated)[0]),
             "repeats an earlier row's time for the same patient "
             "(set data.duplicates=aggregate to combine such rows)",
             int(repeated.sum()),
         )
 
 
+def repeated_rows(codes: np.ndarray, hours: np.ndarray) -> np.ndarray | None:
+    """Whether each row repeats an earlier row's (patient code, time); None when no row
+    does. Exact (times compared as stored), and linear: a table sorted by patient and
+    time is recognised in one pass, others count (patient, distinct time) pairs."""
+    if len(codes) < 2:
+        return None
+    step, rise = np.diff(codes), np.diff(hours)
+    if np.all((step > 0) | ((step == 0) & (rise > 0))):
+        return None
+    whole = (
+        hours.min() > -(2**52) and hours.max() < 2**52 and np.array_equal(hours, np.floor(hours))
+    )
+    times, distinct = dense_factorize(hours.astype(np.int64)) if whole else (None, None)
+    if times is None:
+        times, distinct = pd.factorize(hours, use_na_sentinel=False)
+    pair = codes.astype(np.int64) * len(distinct) + times
+    size = (int(codes.max()) + 1) * len(distinct)
+    if size <= 8 * len(pair) and np.bincount(pair, minlength=size).max() <= 1:
+        return None
+    repeated = pd.Series(pair).duplicated().to_numpy()
+    return repeated if repeated.any() else None
+
+
 def check_ids(rows: TableRows) -> None:
     """Every row names its patient."""
     df, path, id_col = rows.df, rows.path, rows.id_col
-    missing = df[id_col].isna().to_numpy()
+    known = rows.patients is not None  # codes from the read: -1 is a missing id
+    missing = rows.patients.codes < 0 if known else df[id_col].isna().to_numpy()
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
         raise UserError(
