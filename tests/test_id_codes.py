@@ -35,6 +35,8 @@ def test_codes_of_integers_text_and_mixed_objects():
     assert expanded(codes, text) == ["1", str(2**40), "1"]
     codes, text = id_codes(pd.Series(["007", "7", " ", "007", None], dtype=object))
     assert expanded(codes, text) == ["007", "7", None, "007", None]
+    codes, text = id_codes(pd.Series(["b", None, "b", ""], dtype="str"))  # pandas' Arrow text
+    assert expanded(codes, text) == ["b", None, "b", None]
     codes, text = id_codes(pd.Series([1, "1", "a"], dtype=object))  # one text: one patient
     assert codes[0] == codes[1] != codes[2] and len(text) == 2
 

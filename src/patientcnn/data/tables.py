@@ -163,9 +163,11 @@ def id_codes(ids) -> tuple[np.ndarray, np.ndarray]:
     patients makes 100,000 strings, not 5 million. Distinct values that are one text
     (``1`` and ``"1"`` in a column of mixed objects) are one patient."""
     codes = None
-    if not isinstance(ids, pd.Series):  # Arrow text (``_raw_ids``)
-        codes, uniques = _arrow_codes(ids)
-        ids = ids if codes is not None else pd.Series(ids.to_pandas(), dtype="str")
+    dtype = getattr(ids, "dtype", None)
+    arrow_text = isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
+    if not isinstance(ids, pd.Series) or arrow_text:  # Arrow text: ``_raw_ids``, pandas str
+        codes, uniques = _arrow_codes(ids.array if arrow_text else ids)
+        ids = ids if codes is not None or arrow_text else pd.Series(ids.to_pandas(), dtype="str")
     elif ids.dtype.kind in "iu":
         codes, uniques = dense_factorize(ids.to_numpy())
     if codes is None:
@@ -181,8 +183,12 @@ def _arrow_codes(column) -> tuple[np.ndarray | None, object]:
     """Codes (-1: null) and distinct values of an Arrow text column, hashed by Arrow.
     Arrow encodes a chunked column with one memo table, so every chunk's dictionary is
     the final one; anything else is left to pandas (None)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    column = (
+        pa.chunked_array([pa.array(column)]) if not isinstance(column, pa.ChunkedArray) else column
+    )
     encoded = pc.dictionary_encode(column).chunks
     if not encoded:
         return None, None
