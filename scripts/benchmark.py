@@ -1,7 +1,7 @@
 """Benchmarks of the pipeline, as ratios measured in one run (the machine may be noisy).
 
     python scripts/benchmark.py [--quick] [--only reshape,...] [--threads N] [--out benchmark.json]
-                                [--rows N]
+                                [--rows N] [--data-dir DIR]
 
 Each module in scripts/benchmarks/ is one section: it defines ``run(quick) -> list[dict]``
 whose rows hold at least ``section``, ``case`` and ``value`` with ``unit``; a row may
@@ -11,7 +11,9 @@ Sections in ON_REQUEST run only when named in --only: ``quality`` trains on ever
 ../shared/quality (tens of minutes; see scripts/benchmarks/quality.py and docs/QUALITY.md);
 ``outofcore`` takes a generated table of ``--rows`` rows (default 2 million) to the grid and
 through one training epoch with the duckdb and pandas engines (scripts/benchmarks/outofcore.py).
-A section whose ``run`` takes ``rows`` gets ``--rows``.
+A section whose ``run`` takes ``rows`` gets ``--rows``; one that takes ``data_dir`` writes
+its generated tables there and reuses them on the next run (``--data-dir``; default: a
+temporary folder, removed after).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def main() -> None:
     parser.add_argument(
         "--rows", type=int, default=None, help="table rows for sections that take a size"
     )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="keep generated tables here and reuse them (sections that generate large files)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,8 +77,11 @@ def main() -> None:
         started = time.perf_counter()
         print(f"== {name}", flush=True)
         run = importlib.import_module(f"benchmarks.{name}").run
-        sized = args.rows is not None and "rows" in inspect.signature(run).parameters
-        section_rows = run(quick=args.quick, rows=args.rows) if sized else run(quick=args.quick)
+        takes = inspect.signature(run).parameters
+        options = {"rows": args.rows} if args.rows is not None and "rows" in takes else {}
+        if args.data_dir and "data_dir" in takes:
+            options["data_dir"] = args.data_dir
+        section_rows = run(quick=args.quick, **options)
         for row in section_rows:
             print("   " + format_row(row), flush=True)
         print(f"   ({time.perf_counter() - started:.1f} s)")

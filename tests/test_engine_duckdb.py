@@ -245,6 +245,10 @@ def test_auto_stays_with_pandas_for_a_small_table(tmp_path):
             lambda d: d.assign(label=np.arange(len(d)) % 2),
             r"m\.csv: column 'label' must be constant per patient but changes within patient",
         ),
+        (  # a value and a gap in one patient: two values, as pandas counts them
+            lambda d: d.assign(label=d["label"].astype(float).where(d.index != 3, np.nan)),
+            r"m\.csv: column 'label' must be constant per patient but changes within patient",
+        ),
     ],
 )
 def test_bad_input_gets_one_line_naming_file_column_patient(tmp_path, change, message):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,15 +159,25 @@ def _run_child(engine: str, path: Path, shape: str, cache: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(quick: bool, rows: int | None = None) -> list[dict]:
+def run(quick: bool, rows: int | None = None, data_dir: str | None = None) -> list[dict]:
     from patientcnn.data.engine import pandas_bytes
     from patientcnn.data.reshape import available_memory
 
     rows = rows or (200_000 if quick else 2_000_000)
     out = []
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        paths = write_tables(folder, rows)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(data_dir or scratch) / f"rows-{rows}"
+        done = folder / "written"  # the tables are complete (a killed writer leaves none)
+        if not done.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            paths = write_tables(folder, rows)
+            done.write_text(json.dumps({k[0] + " " + k[1]: str(v) for k, v in paths.items()}))
+        paths = {
+            (shape, kind): folder / f"{shape}.{'csv' if kind == 'CSV' else 'parquet'}"
+            for shape in ("wide", "eav")
+            for kind in ("CSV", "Parquet")
+        }
+        shutil.rmtree(folder / "cache", ignore_errors=True)  # each run builds its cache
         for (shape, kind), path in paths.items():
             n_rows = pa.parquet.ParquetFile(paths[(shape, "Parquet")]).metadata.num_rows
             cases = []
@@ -177,8 +188,28 @@ def run(quick: bool, rows: int | None = None) -> list[dict]:
             cases += [("duckdb", "duckdb (build cache)"), ("duckdb", "duckdb (cache reused)")]
             reference = None
             for engine, label in cases:
-                measured = _run_child(engine, path, shape, folder / "cache")
+                try:
+                    measured = _run_child(engine, path, shape, folder / "cache")
+                except RuntimeError as err:  # one failed case is a row; the others still run
+                    last = str(err).strip().splitlines()[-1][:300]
+                    print(f"outofcore: {shape} {kind} {label} failed: {last}", file=sys.stderr)
+                    out.append(
+                        {
+                            "section": "outofcore",
+                            "case": f"{shape} {kind}: {label}",
+                            "value": float("nan"),
+                            "unit": f"failed: {last}",
+                            "rows": n_rows,
+                        }
+                    )
+                    continue
                 total = measured["grid_seconds"] + measured["epoch_seconds"]
+                print(
+                    f"outofcore: {shape} {kind} {label}: {total:.1f} s, "
+                    f"peak {measured['peak_mb']:,.0f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 row = {
                     "section": "outofcore",
                     "case": f"{shape} {kind}: {label}",

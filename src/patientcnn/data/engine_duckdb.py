@@ -185,6 +185,16 @@ def _reason(err: Exception) -> str:
     return re.sub(r"(\"[^\"]*\"|'[^']*')", "'...'", text)[:200]
 
 
+def _values(col: str) -> str:
+    """SQL for a patient group: 1 when ``col`` holds one value (or is empty) throughout,
+    2 when it changes (two values, or a value and a gap). min/max, not count(DISTINCT):
+    DuckDB spills a GROUP BY's min and max to disk past its memory limit, not DISTINCT."""
+    return (
+        f"CASE WHEN min({col}) IS DISTINCT FROM max({col}) "
+        f"OR count({col}) NOT IN (0, count(*)) THEN 2 ELSE 1 END"
+    )
+
+
 class _Build:
     """One build of the grid, in a work folder holding DuckDB's database and spill files."""
 
@@ -515,14 +525,15 @@ class _Build:
                 f"count(*) FILTER (isinf(v{j}))",
             ]
         if self.duplicates == "error":
-            repeated = self.one("SELECT count(*) - count(DISTINCT (pid, hours)) FROM rows")[0]
+            # a GROUP BY spills to disk past the memory limit; count(DISTINCT) does not
+            repeated, pid = self.one(
+                "SELECT coalesce(sum(n - 1), 0), any_value(pid) FROM (SELECT pid, count(*) "
+                "AS n FROM rows GROUP BY pid, hours HAVING count(*) > 1)"
+            )
             if repeated:
-                pid = self.one(
-                    "SELECT pid FROM rows GROUP BY pid, hours HAVING count(*) > 1 LIMIT 1"
-                )
                 raise UserError(
                     f"{self.path}: column '{self.time_col}' repeats an earlier row's time for the "
-                    f"same patient in a row of patient {pid[0]} ({repeated} rows in all; set "
+                    f"same patient in a row of patient {pid} ({repeated} rows in all; set "
                     "data.duplicates=aggregate to combine such rows)"
                 )
         counts = self.one(f"SELECT {', '.join(checks)} FROM rows")
@@ -606,15 +617,11 @@ class _Build:
             "pid",
             "min(hours) AS first",
             "min(anchor) AS anchor",
-            "count(DISTINCT anchor) AS anchor_n",
+            f"{_values('anchor')} AS anchor_n",
         ]
         for c in self.carry:
             col = q("c_" + c)
-            parts += [
-                f"max({col}) AS {col}",
-                f"count(DISTINCT {col}) + max(CASE WHEN {col} IS NULL THEN 1 ELSE 0 END) "
-                f"AS {q('n_' + c)}",
-            ]
+            parts += [f"max({col}) AS {col}", f"{_values(col)} AS {q('n_' + c)}"]
         table = self.sql(f"SELECT {', '.join(parts)} FROM rows GROUP BY pid").df()
         constant = [("anchor", self.grid.anchor_col)] if self.grid.anchor_col else []
         constant += [("n_" + c, c) for c in self.carry]
