@@ -355,6 +355,8 @@ def id_order(ids: np.ndarray) -> np.ndarray:
     """The order patients are kept in: ids made only of digits in numeric order ('2'
     before '10'; of '7' and '007' the shorter first), any other ids as text."""
     text = pd.Series(np.asarray(ids, dtype=object)).astype(str)
+    if len(text) and text.str.fullmatch(r"0|[1-9]\d{0,17}").all():  # plain integers
+        return np.argsort(text.to_numpy(dtype=object).astype(np.int64), kind="stable")
     if len(text) and text.str.fullmatch(r"\d+").all():
         stripped = text.str.lstrip("0")
         keys = pd.DataFrame(
