@@ -288,16 +288,21 @@ class _Build:
 
     # -- expressions ---------------------------------------------------------------------
 
-    def id_expr(self) -> str:
+    def id_expr(self) -> tuple[str, str]:
+        """The id as text (``pid``), and a key whose text is the id (``key``): the stored
+        text, or the whole number. Aggregations over (patient, time) group by the key:
+        DuckDB cannot spill a GROUP BY on strings made by a cast (it ran out of memory
+        at 100 M rows), while it spills one on stored text or on numbers."""
         c, kind = q(self.id_col), self.kind(self.id_col)
         if kind == "VARCHAR":  # text exactly as written; empty or blank is missing
-            return f"CASE WHEN trim({c}) = '' THEN NULL ELSE {c} END"
+            text = f"CASE WHEN trim({c}) = '' THEN NULL ELSE {c} END"
+            return text, text
         if kind in INTEGER:
-            return f"CAST({c} AS VARCHAR)"
+            return f"CAST({c} AS VARCHAR)", c
         if kind in ("FLOAT", "DOUBLE"):
             bad = self.one(f"SELECT {c} FROM src WHERE {c} <> floor({c}) LIMIT 1")
             if bad is None:
-                return f"CAST(CAST({c} AS BIGINT) AS VARCHAR)"
+                return f"CAST(CAST({c} AS BIGINT) AS VARCHAR)", f"CAST({c} AS BIGINT)"
         raise UserError(
             f"{self.path}: column '{self.id_col}' holds {kind.lower()} values; "
             "data.engine=duckdb reads ids stored as text or whole numbers (use data.engine=pandas)"
@@ -409,7 +414,7 @@ class _Build:
             )
         )
         self.copy(needed)
-        self.id_sql = self.id_expr()
+        self.id_sql, key = self.id_expr()
         hours, time_kind = self.time_expr(time_col)
         anchor = "CAST(NULL AS DOUBLE)"
         if anchor_col:
@@ -423,6 +428,7 @@ class _Build:
             wide_features = self._resolve_wide(wide_features)
         parts = [
             f"{self.id_sql} AS pid",
+            f"{key} AS key",
             f"{hours} AS hours",
             f"{anchor} AS anchor",
             "__rn AS rn",
@@ -527,8 +533,8 @@ class _Build:
         if self.duplicates == "error":
             # a GROUP BY spills to disk past the memory limit; count(DISTINCT) does not
             repeated, pid = self.one(
-                "SELECT coalesce(sum(n - 1), 0), any_value(pid) FROM (SELECT pid, count(*) "
-                "AS n FROM rows GROUP BY pid, hours HAVING count(*) > 1)"
+                "SELECT coalesce(sum(n - 1), 0), CAST(any_value(key) AS VARCHAR) FROM "
+                "(SELECT key, count(*) AS n FROM rows GROUP BY key, hours HAVING count(*) > 1)"
             )
             if repeated:
                 raise UserError(
@@ -599,8 +605,9 @@ class _Build:
         self.con.unregister("__vars")
         if self.duplicates == "error":
             found = self.one(
-                "SELECT r.pid, r.var, count(*) OVER () FROM rows r JOIN vars USING (var) "
-                "WHERE r.val IS NOT NULL GROUP BY r.pid, r.hours, r.var HAVING count(*) > 1 LIMIT 1"
+                "SELECT CAST(r.key AS VARCHAR), r.var, count(*) OVER () FROM rows r JOIN vars "
+                "USING (var) WHERE r.val IS NOT NULL GROUP BY r.key, r.hours, r.var "
+                "HAVING count(*) > 1 LIMIT 1"
             )
             if found:
                 pid, var, n = found
