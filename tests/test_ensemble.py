@@ -261,3 +261,54 @@ def test_the_recipe_config_and_the_code_defaults_agree():
 
     config = Path(__file__).resolve().parents[1] / "configs" / "recipe" / "default.yaml"
     assert OmegaConf.to_container(OmegaConf.load(config)) == DEFAULTS
+
+
+def test_common_step_averages_the_folds_and_carries_a_stopped_fold_forward():
+    from patientcnn.checkpoint_choice import common_step
+
+    # fold a is lowest at its own step 20, fold b at 40; averaged, step 30 wins
+    a = [(10, 0.9), (20, 0.2), (30, 0.3), (40, 0.6)]
+    b = [(10, 0.9), (20, 0.8), (30, 0.4), (40, 0.3)]
+    assert common_step([a, b]) == (30, pytest.approx(0.35))
+    # a fold that stopped at step 20 counts with its last loss (0.2) at later steps
+    assert common_step([a[:2], b]) == (40, pytest.approx(0.25))
+    # equal means: the earliest step
+    assert common_step([[(5, 0.5), (10, 0.5)]])[0] == 5
+
+
+def test_fold_networks_keep_one_common_step(tmp_path):
+    """recipe.checkpoint=common (the default): every fold network keeps its weights at the
+    same evaluation step, and the validation figures are those of the kept weights."""
+    proc, out = train_run(
+        tmp_path, "data.cv_folds=3", "recipe.steps=24", "recipe.evaluations=6", "partner.nets=[]"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    members = read_metrics(out)["members"]
+    assert len({m["best_step"] for m in members}) == 1
+    assert all("own_best_step" in m for m in members)
+    assert not list((out / "checkpoints").glob("*/evaluations"))  # removed once bundled
+    # the same run keeping each fold's own lowest: the same training (same seeds), so the
+    # same own lowest losses, and the common step's losses are no lower on average
+    proc_own, out_own = train_run(
+        tmp_path / "own",
+        "data.cv_folds=3",
+        "recipe.steps=24",
+        "recipe.evaluations=6",
+        "partner.nets=[]",
+        "recipe.checkpoint=own",
+    )
+    assert proc_own.returncode == 0, proc_own.stderr[-3000:]
+    own = read_metrics(out_own)["members"]
+    assert all("own_best_step" not in m for m in own)
+    assert [m["best_val_loss"] for m in own] == pytest.approx(
+        [m["own_best_val_loss"] for m in members]
+    )
+    assert (
+        np.mean([m["best_val_loss"] for m in members])
+        >= np.mean([m["best_val_loss"] for m in own]) - 1e-6
+    )
+
+
+def test_an_unknown_checkpoint_rule_is_refused():
+    with pytest.raises(UserError, match="recipe.checkpoint must be one of common, own"):
+        plan_recipe({"checkpoint": "best"}, np.array([0, 1] * 20), 10)

@@ -26,7 +26,8 @@ of training patients N, the sequence length L and the class counts:
   of steps); early stopping after ``patience`` of the budget passes without a lower
   validation loss, never before ``warmup_share`` of it; the kept weights are those of
   the lowest validation loss (a signal that does not saturate, unlike AUROC on a few
-  validation patients).
+  validation patients): with ``checkpoint: common`` the one step whose loss averaged
+  over the folds is lowest, for every fold network (``patientcnn.checkpoint_choice``).
 
 ``recipe.describe()`` prints the resulting numbers and the rule behind each at the
 start of a run. Every ``auto`` in the config can be replaced by a number.
@@ -64,7 +65,9 @@ DEFAULTS = {  # the same numbers as configs/recipe/default.yaml (a test keeps th
     "evaluations": 40,
     "patience": 0.3,
     "warmup_share": 0.2,
+    "checkpoint": "common",
 }
+CHECKPOINT_RULES = ("common", "own")  # patientcnn.checkpoint_choice
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Recipe:
     min_steps: int  # no early stop before this step
     refit: bool
     val_fraction: float
+    checkpoint: str = "own"  # common: every fold network keeps one step (checkpoint_choice)
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -93,6 +97,7 @@ class Recipe:
             "patience": self.patience,
             "min_steps": self.min_steps,
             "refit": self.refit,
+            "checkpoint": self.checkpoint,
         }
 
 
@@ -189,10 +194,22 @@ def plan_recipe(
     patience_steps = max(val_every, int(s["patience"] * steps))
     patience = max(1, patience_steps // val_every)
     min_steps = int(s["warmup_share"] * steps)
+    if s["checkpoint"] not in CHECKPOINT_RULES:
+        raise UserError(
+            f"recipe.checkpoint must be one of {', '.join(CHECKPOINT_RULES)}, "
+            f"got {s['checkpoint']!r}"
+        )
+    checkpoint = s["checkpoint"] if k >= 2 else "own"
     notes.append(
         f"validation every {val_every} steps; stop after {patience} validations "
         f"({patience * val_every} steps) without a lower validation loss, not before step "
-        f"{min_steps}; keep the weights of the lowest validation loss"
+        f"{min_steps}; "
+        + (
+            f"every fold network keeps its weights at the one evaluation whose validation "
+            f"loss, averaged over the {k} folds, is lowest (recipe.checkpoint=common)"
+            if checkpoint == "common"
+            else "keep the weights of the lowest validation loss"
+        )
     )
     if s["refit"] and k == 1:
         notes.append("then refit on train + validation patients for the chosen number of steps")
@@ -206,6 +223,7 @@ def plan_recipe(
         min_steps=min_steps,
         refit=bool(s["refit"]) and k == 1,
         val_fraction=float(s["val_fraction"]),
+        checkpoint=checkpoint,
         notes=notes,
     )
 

@@ -32,6 +32,13 @@ from pytorch_lightning.callbacks import ProgressBar
 from patientcnn.calibration import calibrated, fit_calibration
 from patientcnn.calibration import describe as describe_calibration
 from patientcnn.checkpoint import Bundle, save_bundle
+from patientcnn.checkpoint_choice import (
+    EvaluationWeights,
+    common_step,
+    read_curve,
+    remove_evaluations,
+    weights_at,
+)
 from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.data.split import fold_splits, holdout_split
 from patientcnn.distributed import secondary_rank
@@ -208,6 +215,7 @@ def fit(cfg: DictConfig) -> dict[str, float] | None:
         partners=partners.bundle_state() if partners else None,
     )
     checkpoint = save_bundle(output_dir / "checkpoints" / "best.ckpt", bundle)
+    remove_evaluations([output_dir / "checkpoints" / m.name for m in members])
     metrics = {f"val/{k}": v for k, v in point_metrics(y_val, val_prob, threshold["value"]).items()}
     before = calibration_metrics(y_val, probabilities(val_logits))
     metrics |= {f"val/{k}_uncalibrated": v for k, v in before.items()}
@@ -246,7 +254,7 @@ def train_members(cfg, model_cfg, datamodule, recipe, members, output_dir, resum
     the development patients they belong to."""
     y_dev = datamodule.y_dev
     logit_sum, count = np.zeros(len(y_dev)), np.zeros(len(y_dev))
-    states, records = [], []
+    states, records, logits = [], [], []
     for member in members:
         state, record, val_logits = train_member(
             cfg, model_cfg, datamodule, recipe, member, output_dir, resume
@@ -255,10 +263,59 @@ def train_members(cfg, model_cfg, datamodule, recipe, members, output_dir, resum
             state = refit_member(cfg, model_cfg, datamodule, recipe, member, record, output_dir)
         states.append(state)
         records.append(record)
+        logits.append(val_logits)
+    if recipe.checkpoint == "common" and not secondary_rank():
+        chosen = weights_at_common_step(
+            model_cfg, datamodule, members, records, output_dir / "checkpoints"
+        )
+        states, logits = chosen or (states, logits)
+    for member, val_logits in zip(members, logits, strict=True):
         logit_sum[member.val] += val_logits
         count[member.val] += 1
     validated = count > 0
     return states, records, logit_sum[validated] / count[validated], validated
+
+
+def weights_at_common_step(model_cfg, datamodule, members, records, folder: Path):
+    """Every member's weights and validation logits at the one evaluation step whose
+    validation loss, averaged over the members, is lowest (``patientcnn.checkpoint_choice``);
+    the records say which step each member kept and its own lowest. None when a member's
+    evaluations are not on disk (each keeps its own lowest)."""
+    curves = [read_curve(folder / m.name) for m in members]
+    if not all(curves):  # a finished run resumed: its evaluations went with its bundle
+        log.warning(
+            "checkpoint: the saved evaluations of %s are gone, so those networks keep the "
+            "weights of their own lowest validation loss (recipe.checkpoint=own)",
+            ", ".join(m.name for m, c in zip(members, curves, strict=True) if not c),
+        )
+        return None
+    step, mean_loss = common_step(curves)
+    states, logits = [], []
+    for member, record in zip(members, records, strict=True):
+        state, used, loss = weights_at(folder / member.name, step)
+        datamodule.select(member.train, member.val)
+        model = build_model(model_cfg, datamodule.num_channels, datamodule.seq_len, 1.0)
+        model.net.load_state_dict(state)
+        x, valid, _, static = datamodule.tensors["val"]
+        val_logits = batched_logits(model, x, valid, "auto", torch.device("cpu"), static).numpy()
+        record |= {
+            "own_best_step": record["best_step"],
+            "own_best_val_loss": record["best_val_loss"],
+            "best_step": used,
+            "best_val_loss": loss,
+        }
+        states.append(state)
+        logits.append(val_logits.astype(np.float64))
+    log.info(
+        "checkpoint (recipe.checkpoint=common): every fold network keeps step %d, whose "
+        "validation loss averaged over the %d networks is lowest (%.4f; each network's own "
+        "lowest would average %.4f)",
+        step,
+        len(members),
+        mean_loss,
+        np.mean([r["own_best_val_loss"] for r in records]),
+    )
+    return states, logits
 
 
 def calibrate(cfg, val_logits: np.ndarray, y_val: np.ndarray) -> tuple[dict, dict, np.ndarray]:
@@ -339,7 +396,9 @@ def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume)
         datamodule.seq_len,
         _pos_weight(datamodule.y_dev[member.train]),
     )
-    trainer = build_trainer(cfg, recipe, folder, member.name, validate=True)
+    trainer = build_trainer(
+        cfg, recipe, folder, member.name, validate=True, evaluations=recipe.checkpoint == "common"
+    )
     if resume_from:
         log.info("member %s: resuming from %s", member.name, resume_from)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -407,9 +466,16 @@ def refit_member(cfg, model_cfg, datamodule, recipe, member, record, output_dir)
     return {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
 
 
-def build_trainer(cfg, recipe, folder: Path, name: str, validate: bool, max_steps=None):
-    """A Lightning Trainer with the recipe's step budget, validation and early stopping."""
-    callbacks = []
+def build_trainer(
+    cfg, recipe, folder: Path, name: str, validate: bool, max_steps=None, evaluations=False
+):
+    """A Lightning Trainer with the recipe's step budget, validation and early stopping;
+    ``evaluations``: also save the weights at every validation (``EvaluationWeights``)."""
+    callbacks: list = []
+    if validate and evaluations:  # the score that model_checkpoint watches
+        watched = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+        monitor, mode = watched.get("monitor", "val/loss"), watched.get("mode", "min")
+        callbacks.append(EvaluationWeights(folder, monitor, mode))
     for key, node in (cfg.get("callbacks") or {}).items():
         if not node:
             continue
