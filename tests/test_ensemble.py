@@ -279,9 +279,8 @@ def test_common_step_averages_the_folds_and_carries_a_stopped_fold_forward():
 def test_fold_networks_keep_one_common_step(tmp_path):
     """recipe.checkpoint=common (the default): every fold network keeps its weights at the
     same evaluation step, and the validation figures are those of the kept weights."""
-    proc, out = train_run(
-        tmp_path, "data.cv_folds=3", "recipe.steps=24", "recipe.evaluations=6", "partner.nets=[]"
-    )
+    folds = ("data.cv_folds=3", "recipe.steps=24", "recipe.evaluations=6", "partner.nets=[]")
+    proc, out = train_run(tmp_path, *folds)
     assert proc.returncode == 0, proc.stderr[-3000:]
     members = read_metrics(out)["members"]
     assert len({m["best_step"] for m in members}) == 1
@@ -289,14 +288,7 @@ def test_fold_networks_keep_one_common_step(tmp_path):
     assert not list((out / "checkpoints").glob("*/evaluations"))  # removed once bundled
     # the same run keeping each fold's own lowest: the same training (same seeds), so the
     # same own lowest losses, and the common step's losses are no lower on average
-    proc_own, out_own = train_run(
-        tmp_path / "own",
-        "data.cv_folds=3",
-        "recipe.steps=24",
-        "recipe.evaluations=6",
-        "partner.nets=[]",
-        "recipe.checkpoint=own",
-    )
+    proc_own, out_own = train_run(tmp_path / "own", *folds, "recipe.checkpoint=own")
     assert proc_own.returncode == 0, proc_own.stderr[-3000:]
     own = read_metrics(out_own)["members"]
     assert all("own_best_step" not in m for m in own)

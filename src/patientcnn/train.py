@@ -4,8 +4,10 @@
    held-out share) never enter anything that is fitted;
 2. plan the recipe from the number of development patients (``patientcnn.recipe``);
 3. train the members: one per fold of a K-fold cross-validation (or one train /
-   validation split) and per seed of ``model.ensemble``, each keeping the weights of its
-   lowest validation loss; optionally refit on every development patient;
+   validation split) and per seed of ``model.ensemble``; the fold networks keep their
+   weights at the one step of lowest validation loss averaged over the folds
+   (``patientcnn.checkpoint_choice``), one split those of its lowest validation loss;
+   optionally refit on every development patient;
 4. fit the partner networks in closed form on each member's fold and blend them with
    the trained networks (``patientcnn.partner``), then the calibration and the
    threshold, all on the out-of-fold (validation) logits; the kept partners are fitted
