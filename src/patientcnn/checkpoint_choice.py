@@ -90,10 +90,11 @@ def loss_at(curve: list[tuple[int, float]], step: int) -> tuple[int, float]:
     return earlier[-1]
 
 
-def weights_at(folder: Path, step: int) -> tuple[dict, int, float]:
-    """The member's network weights at its last evaluation at or before ``step``, that
-    evaluation's step and its monitored value (the validation loss by default)."""
-    used, _ = loss_at(read_curve(folder), step)
+def weights_at(folder: Path, curve: list[tuple[int, float]], step: int) -> tuple[dict, int, float]:
+    """The member's network weights at its last evaluation at or before ``step`` (of its
+    ``read_curve``), that evaluation's step and its monitored value (the validation loss
+    by default)."""
+    used, _ = loss_at(curve, step)
     saved = torch.load(
         Path(folder) / FOLDER / f"step_{used:07d}.pt", map_location="cpu", weights_only=True
     )

@@ -81,7 +81,7 @@ class Recipe:
     min_steps: int  # no early stop before this step
     refit: bool
     val_fraction: float
-    checkpoint: str = "own"  # common: every fold network keeps one step (checkpoint_choice)
+    checkpoint: str  # common: every fold network keeps one step (checkpoint_choice); own
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:

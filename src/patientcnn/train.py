@@ -293,8 +293,8 @@ def weights_at_common_step(model_cfg, datamodule, members, records, folder: Path
         return None
     step, mean_loss = common_step(curves)
     states, logits = [], []
-    for member, record in zip(members, records, strict=True):
-        state, used, loss = weights_at(folder / member.name, step)
+    for member, record, curve in zip(members, records, curves, strict=True):
+        state, used, loss = weights_at(folder / member.name, curve, step)
         datamodule.select(member.train, member.val)
         model = build_model(model_cfg, datamodule.num_channels, datamodule.seq_len, 1.0)
         model.net.load_state_dict(state)
