@@ -62,6 +62,21 @@ def test_recipe_rules_follow_the_cohort_size():
     assert "batch size" in tiny.describe()
 
 
+def test_no_early_stop_while_the_budget_gives_fewer_than_min_epochs():
+    """A network given a few epochs is still learning: its validation loss bumps, and a
+    patience of a couple of validations took a bump for the end."""
+    y = np.array([0, 1] * 100)
+    short = plan_recipe({"downsample": 1}, y, seq_len=1000)  # 62 steps of 10 per epoch
+    assert short.max_steps == int(5.0e6 // (5 * 16 * 1000)) == 62
+    assert short.min_steps == short.max_steps
+    assert "no early stop: 6.2 epochs per network" in short.describe()
+    enough = plan_recipe({"downsample": 1}, y, seq_len=100)  # 50 epochs within the budget
+    assert enough.min_steps == int(0.2 * enough.max_steps) < enough.max_steps
+    assert "no early stop" not in enough.describe()
+    fixed = plan_recipe({"steps": 50}, y, seq_len=1000)  # steps the user sets: the usual stop
+    assert fixed.min_steps == 10
+
+
 def test_long_smooth_series_are_seen_coarser_when_the_budget_gives_few_epochs():
     """125 steps of 10 per epoch at 1000 steps per patient is 12 epochs < min_epochs=20:
     means of 2 steps double the steps the same work buys, if they lose little variance."""

@@ -24,7 +24,9 @@ of training patients N, the sequence length L and the class counts:
   than one seen in full for a few (``patientcnn.models.layers.Downsampled``);
 - validation every ``1 / evaluations`` of the budget (at least once an epoch's worth
   of steps); early stopping after ``patience`` of the budget passes without a lower
-  validation loss, never before ``warmup_share`` of it; the kept weights are those of
+  validation loss, never before ``warmup_share`` of it, and not at all when the budget
+  gives each network fewer than ``min_epochs`` epochs (networks that short of training
+  are still learning: their validation loss bumps, it has not turned); the kept weights are those of
   the lowest validation loss (a signal that does not saturate, unlike AUROC on a few
   validation patients): with ``checkpoint: common`` the one step whose loss averaged
   over the folds is lowest, for every fold network (``patientcnn.checkpoint_choice``).
@@ -193,17 +195,26 @@ def plan_recipe(
     val_every = max(1, min(per_epoch, steps), steps // int(s["evaluations"]))
     patience_steps = max(val_every, int(s["patience"] * steps))
     patience = max(1, patience_steps // val_every)
-    min_steps = int(s["warmup_share"] * steps)
+    # a budget of fewer than min_epochs epochs is all short of training: the validation
+    # loss of a network that is still learning bumps, and a patience of a few validations
+    # took such bumps for the end (docs/DEFAULTS.md, "No early stop on a short budget")
+    short = s["steps"] == "auto" and steps / per_epoch < float(s["min_epochs"])
+    min_steps = steps if short else int(s["warmup_share"] * steps)
     if s["checkpoint"] not in CHECKPOINT_RULES:
         raise UserError(
             f"recipe.checkpoint must be one of {', '.join(CHECKPOINT_RULES)}, "
             f"got {s['checkpoint']!r}"
         )
     checkpoint = s["checkpoint"] if k >= 2 else "own"
+    stopping = (
+        f"no early stop: {steps / per_epoch:.1f} epochs per network are fewer than "
+        f"min_epochs={s['min_epochs']}, so every network trains all {steps} steps"
+        if short
+        else f"stop after {patience} validations ({patience * val_every} steps) without a "
+        f"lower validation loss, not before step {min_steps}"
+    )
     notes.append(
-        f"validation every {val_every} steps; stop after {patience} validations "
-        f"({patience * val_every} steps) without a lower validation loss, not before step "
-        f"{min_steps}; "
+        f"validation every {val_every} steps; {stopping}; "
         + (
             f"every fold network keeps its weights at the one evaluation whose validation "
             f"loss, averaged over the {k} folds, is lowest (recipe.checkpoint=common)"
