@@ -26,10 +26,11 @@ of training patients N, the sequence length L and the class counts:
   of steps); early stopping after ``patience`` of the budget passes without a lower
   validation loss, never before ``warmup_share`` of it, and not at all when the budget
   gives each network fewer than ``min_epochs`` epochs (networks that short of training
-  are still learning: their validation loss bumps, it has not turned); the kept weights are those of
-  the lowest validation loss (a signal that does not saturate, unlike AUROC on a few
-  validation patients): with ``checkpoint: common`` the one step whose loss averaged
-  over the folds is lowest, for every fold network (``patientcnn.checkpoint_choice``).
+  are still learning: their validation loss bumps, it has not turned); the kept weights
+  are those of the lowest validation loss (a signal that does not saturate, unlike
+  AUROC on a few validation patients): with ``checkpoint: common`` the one step whose
+  loss averaged over the folds is lowest, for every fold network
+  (``patientcnn.checkpoint_choice``).
 
 ``recipe.describe()`` prints the resulting numbers and the rule behind each at the
 start of a run. Every ``auto`` in the config can be replaced by a number.
