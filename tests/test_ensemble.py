@@ -40,14 +40,16 @@ def test_recipe_rules_follow_the_cohort_size():
     # the floor of min_steps=300 yields to the work budget: 5 networks x 8 x 500 steps x 250
     assert tiny.max_steps == int(5.0e6 // (5 * 8 * 500)) == 250
     assert plan_recipe({}, np.array([0, 1] * 10), seq_len=100).max_steps == 300  # the floor
-    large = plan_recipe({}, np.array([0, 1] * 2000), seq_len=48)
+    mid_size = plan_recipe({}, np.array([0, 1] * 2000), seq_len=48)  # < cv_below=10000
+    assert mid_size.folds == 5 and mid_size.batch_size == 64
+    # 50 epochs would be 2500 steps: the budget, shared by the 5 networks, binds
+    assert mid_size.max_steps == int(5.0e6 // (5 * 64 * 48))
+    large = plan_recipe({}, np.array([0, 1] * 5000), seq_len=48)
     assert large.folds == 1 and large.batch_size == 64
-    assert large.max_steps == int(
-        5.0e6 // (64 * 48)
-    )  # 50 epochs would be 2500 steps: the budget binds
+    assert large.max_steps == 3000  # max_steps binds before 50 epochs and the budget
     # the work budget bounds the patient-timesteps: long series get fewer steps
-    long = plan_recipe({}, np.array([0, 1] * 2000), seq_len=5000)
-    assert long.max_steps == int(20 * 4000 * 5000 // (64 * 5000))  # work_epochs x N x L
+    long = plan_recipe({"max_steps": 10**4}, np.array([0, 1] * 5000), seq_len=5000)
+    assert long.max_steps == int(20 * 10000 * 5000 // (64 * 5000))  # work_epochs x N x L
     full = {"downsample": 1}
     mid = plan_recipe(full, np.array([0, 1] * 100), seq_len=1000)  # 5 folds share 5e6
     assert mid.max_steps == int(5.0e6 // (5 * 16 * 1000))

@@ -49,7 +49,7 @@ from patientcnn.errors import UserError
 DEFAULTS = {  # the same numbers as configs/recipe/default.yaml (a test keeps them equal)
     "folds": "auto",
     "cv_folds": 5,
-    "cv_below": 1000,
+    "cv_below": 10000,
     "val_fraction": 0.2,
     "refit": False,
     "batch_size": "auto",
