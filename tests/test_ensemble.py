@@ -267,6 +267,33 @@ def test_seeds_and_refit_on_one_split(tmp_path):
     assert len(load_bundle(out / "checkpoints" / "best.ckpt").members) == 2
 
 
+def test_refit_after_folds_retrains_every_fold_network_at_the_common_step(tmp_path):
+    """recipe.refit=true with folds: the fold networks choose the common step and give the
+    out-of-fold logits (so the validation figures equal those of a run without the refit);
+    then each is retrained on every development patient, and those weights are bundled."""
+    folds = ("data.cv_folds=3", "recipe.steps=24", "recipe.evaluations=6", "partner.nets=[]")
+    proc, out = train_run(tmp_path / "refit", *folds, "recipe.refit=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "then retrain every network on all development patients" in proc.stdout
+    record = read_metrics(out)
+    (step,) = {m["best_step"] for m in record["members"]}
+    n_dev = record["cohort"]["development_patients"]
+    for member in record["members"]:
+        assert member["refit_steps"] == round(max(step, 1) * n_dev / member["train_patients"])
+    plain, out_plain = train_run(tmp_path / "plain", *folds)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    plain_val, refit_val = (
+        {k: v for k, v in metrics.items() if k.startswith("val/")}
+        for metrics in (read_metrics(out_plain)["metrics"], record["metrics"])
+    )
+    assert plain_val == pytest.approx(refit_val, nan_ok=True)
+    refit = load_bundle(out / "checkpoints" / "best.ckpt").members
+    kept = load_bundle(out_plain / "checkpoints" / "best.ckpt").members
+    assert len(refit) == len(kept) == 3
+    for a, b in zip(refit, kept, strict=True):
+        assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_the_recipe_config_and_the_code_defaults_agree():
     """configs/recipe/default.yaml is what `python train.py` uses; recipe.DEFAULTS is what a
     partial setting is completed with. One set of numbers, so they must not drift apart."""

@@ -21,3 +21,15 @@ def secondary_rank() -> bool:
         if value.isdigit() and int(value) > 0:
             return True
     return False
+
+
+def rank_zero_value(value):
+    """Rank 0's ``value`` on every rank of a running distributed job (what only rank 0
+    could compute, such as a step chosen from checkpoints on its disk); else ``value``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -223,8 +223,16 @@ def plan_recipe(
             else "keep the weights of the lowest validation loss"
         )
     )
-    if s["refit"] and k == 1:
-        notes.append("then refit on train + validation patients for the chosen number of steps")
+    if s["refit"]:
+        notes.append(
+            "then retrain every network on all development patients for its chosen number "
+            "of steps x development / training patients (recipe.refit); "
+            + (
+                "the fold networks' out-of-fold logits still fit the blend and calibration"
+                if k >= 2
+                else "the validation patients' logits before the refit fit the calibration"
+            )
+        )
     return Recipe(
         folds=k,
         batch_size=batch,
@@ -233,7 +241,7 @@ def plan_recipe(
         val_every=val_every,
         patience=patience,
         min_steps=min_steps,
-        refit=bool(s["refit"]) and k == 1,
+        refit=bool(s["refit"]),
         val_fraction=float(s["val_fraction"]),
         checkpoint=checkpoint,
         notes=notes,

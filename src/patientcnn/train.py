@@ -43,7 +43,7 @@ from patientcnn.checkpoint_choice import (
 )
 from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.data.split import fold_splits, holdout_split
-from patientcnn.distributed import secondary_rank
+from patientcnn.distributed import rank_zero_value, secondary_rank
 from patientcnn.errors import UserError
 from patientcnn.files import atomic_write, write_json
 from patientcnn.inference import batched_logits, probabilities, resolve_device
@@ -261,8 +261,6 @@ def train_members(cfg, model_cfg, datamodule, recipe, members, output_dir, resum
         state, record, val_logits = train_member(
             cfg, model_cfg, datamodule, recipe, member, output_dir, resume
         )
-        if recipe.refit:
-            state = refit_member(cfg, model_cfg, datamodule, recipe, member, record, output_dir)
         states.append(state)
         records.append(record)
         logits.append(val_logits)
@@ -271,6 +269,12 @@ def train_members(cfg, model_cfg, datamodule, recipe, members, output_dir, resum
             model_cfg, datamodule, members, records, output_dir / "checkpoints"
         )
         states, logits = chosen or (states, logits)
+    if recipe.refit:  # after the step is chosen: rank 0 chose it, every rank trains
+        steps = rank_zero_value([r["best_step"] for r in records])
+        states = [
+            refit_member(cfg, model_cfg, datamodule, recipe, m, r, step, output_dir)
+            for m, r, step in zip(members, records, steps, strict=True)
+        ]
     for member, val_logits in zip(members, logits, strict=True):
         logit_sum[member.val] += val_logits
         count[member.val] += 1
@@ -444,14 +448,17 @@ def train_member(cfg, model_cfg, datamodule, recipe, member, output_dir, resume)
     return _net_state(raw["state_dict"]), record, val_logits
 
 
-def refit_member(cfg, model_cfg, datamodule, recipe, member, record, output_dir) -> dict:
-    """Retrain on every development patient for the best step count, scaled to the larger
-    cohort (the same number of epochs); the refitted weights are kept at the last step."""
+def refit_member(cfg, model_cfg, datamodule, recipe, member, record, best_step, output_dir):
+    """Retrain on every development patient for the member's chosen step count, scaled to
+    the larger cohort (the same number of epochs); return the weights at the last step."""
     n_all = len(datamodule.y_dev)
-    steps = max(1, round(max(record["best_step"], 1) * n_all / len(member.train)))
+    steps = max(1, round(max(best_step, 1) * n_all / len(member.train)))
     datamodule.select(np.arange(n_all), None)
     pl.seed_everything(member.seed, workers=True, verbose=False)
-    model = build_model(model_cfg, datamodule.num_channels, datamodule.seq_len, 1.0)
+    datamodule.shuffle_seed = member.seed
+    model = build_model(
+        model_cfg, datamodule.num_channels, datamodule.seq_len, _pos_weight(datamodule.y_dev)
+    )
     trainer = build_trainer(
         cfg,
         recipe,
