@@ -15,9 +15,9 @@ SMALL = {
 
 
 def test_the_registry_lists_the_four_trained_families_and_the_partners():
-    # the closed-form partners rocket and summary: tests/test_rocket.py, tests/test_summary.py
-    assert network_names() == sorted([*SMALL, "rocket", "summary"])
-    assert closed_form_names() == ["rocket", "summary"]
+    # the closed-form partners: tests/test_rocket.py, tests/test_summary.py, tests/test_linear.py
+    assert network_names() == sorted([*SMALL, "linear", "rocket", "summary"])
+    assert closed_form_names() == ["linear", "rocket", "summary"]
 
 
 @pytest.mark.parametrize("family", sorted(SMALL))

@@ -19,7 +19,7 @@ ROCKET = {"features": 840, "max_dilations": 4, "first_difference": True}
 
 
 def test_a_closed_form_family_is_refused_as_the_trained_network():
-    for family in ("rocket", "summary"):
+    for family in ("rocket", "summary", "linear"):
         with pytest.raises(UserError, match=f"partner.nets=\\[{family}"):
             Classifier(in_channels=2, seq_len=30, net=family)
 
@@ -90,10 +90,15 @@ def test_the_blend_weighs_the_informative_sides_and_drops_the_useless():
 
 
 def fitted_families(bundle, seeds=(0, 1)):
-    """A rocket family of two members and a summary family, fitted on random patients."""
+    """A rocket family of two members, a summary and a linear family, fitted on random
+    patients."""
     train_x, train_valid = inputs(24, channels=bundle.in_channels, seed=5)
     families = []
-    for name, config, members in (("rocket", ROCKET, seeds), ("summary", {}, (0,))):
+    for name, config, members in (
+        ("rocket", ROCKET, seeds),
+        ("summary", {}, (0,)),
+        ("linear", {}, (0,)),
+    ):
         nets = []
         for seed in members:
             net = create_network(name, bundle.in_channels, bundle.seq_len, **config)
@@ -111,9 +116,9 @@ def test_bundle_with_partners_predicts_the_blend_and_exports(tmp_path):
     x, valid = inputs(6, channels=bundle.in_channels)
     families = fitted_families(bundle)
     blend = {
-        "sides": ["trained networks", "rocket", "summary"],
-        "weights": [0.25, 0.5, 0.25],
-        "platt": [[0.8, 0.1], [1.5, -0.3], [0.7, 0.2]],
+        "sides": ["trained networks", "rocket", "summary", "linear"],
+        "weights": [0.25, 0.25, 0.25, 0.25],
+        "platt": [[0.8, 0.1], [1.5, -0.3], [0.7, 0.2], [1.2, 0.05]],
     }
     bundle.partners = {
         "families": [
@@ -139,7 +144,7 @@ def test_bundle_with_partners_predicts_the_blend_and_exports(tmp_path):
     )
     assert_both_exports_give(expected, combined, x, valid, tmp_path)
     sidecar = json.loads((tmp_path / "m.onnx.json").read_text())
-    assert [f["name"] for f in sidecar["partners"]["families"]] == ["rocket", "summary"]
+    assert [f["name"] for f in sidecar["partners"]["families"]] == ["rocket", "summary", "linear"]
     assert sidecar["partners"]["families"][0]["members"] == 2
 
 
@@ -149,7 +154,7 @@ def test_a_version_2_bundle_with_one_partner_still_predicts_the_same(tmp_path):
     ckpt = make_checkpoint(tmp_path, "cnn")
     bundle = load_bundle(ckpt)
     x, valid = inputs(6, channels=bundle.in_channels)
-    (_, _, rockets), _ = fitted_families(bundle)
+    (_, _, rockets), *_ = fitted_families(bundle)
     old = bundle.to_dict() | {"version": 2}
     old.pop("partners")
     old["partner"] = {

@@ -322,7 +322,7 @@ def test_the_head_line_names_the_pooled_features_and_the_static_covariates():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One training run on a cohort whose outcome depends only on the static table: the
-    plain CNN with both partners, the report with subgroups of a static column."""
+    plain CNN with three partners (linear too), the report with subgroups of a static column."""
     folder = tmp_path_factory.mktemp("static")
     truth = static_signal_cohort(folder)
     run = folder / "run"
@@ -335,6 +335,7 @@ def trained(tmp_path_factory):
         "recipe.steps=80",
         "data.cv_folds=1",
         "data.split.test=0.3",
+        "partner.nets=[rocket,summary,linear]",
         "partner.rocket.features=1000",
         "report.resamples=50",
         "report.importance_repeats=1",
@@ -363,7 +364,7 @@ def test_an_outcome_carried_by_a_static_column_is_learned(trained):
     with torch.no_grad():
         network = model.members[0](x, valid, static)
         partners = [family[0](x, valid, static) for family in model.partners]
-    assert len(partners) == 2  # rocket and summary
+    assert len(partners) == 3  # rocket, summary and linear
     for scores in (network, *partners):
         assert roc_auc_score(y, scores) > ceiling - 0.1
     assert metrics["metrics"]["test/auroc"] > ceiling - 0.1

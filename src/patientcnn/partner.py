@@ -7,7 +7,9 @@ where the trained networks are short of patients, and their errors differ:
 
 - ``rocket`` (random convolution kernels, ``models/rocket.py``) reads shapes;
 - ``summary`` (six statistics per feature, ``models/summary.py``) reads levels and
-  trends, what a clinical outcome often follows.
+  trends, what a clinical outcome often follows;
+- ``linear`` (the flattened series, ``models/linear.py``) reads values at fixed times; an
+  option, not in the default (docs/DEFAULTS.md, ninth round).
 
 The partners' unsupervised first step (``fit_biases``: quantiles of kernel outputs, no
 outcome) is fitted once on the development patients, as the standardisation is. For

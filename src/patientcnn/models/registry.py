@@ -22,7 +22,7 @@ from patientcnn.errors import UserError
 from patientcnn.models.layers import Downsampled, positive_int
 
 # the modules that register networks
-_FAMILIES = ("conv", "resnet", "inception", "tcn", "rocket", "summary")
+_FAMILIES = ("conv", "resnet", "inception", "tcn", "rocket", "summary", "linear")
 _NETWORKS: dict[str, type[nn.Module]] = {}
 
 
