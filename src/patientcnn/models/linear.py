@@ -8,8 +8,9 @@ statistics, and on a few dozen patients it can beat both. As a network it is a 1
 whose single kernel spans the whole series.
 
 Each patient's first real step is read as step 0 (padding before it is dropped), padded
-steps are zero, and a series longer than ``max_features / C`` steps is read as means of ``pool``
-consecutive steps, so that the readout never has more than ``max_features`` weights.
+steps are zero, and a series longer than ``max_features / C`` steps is read as means of
+``pool`` consecutive steps, so that the readout never has more than ``max_features``
+weights.
 
 Like ``rocket`` and ``summary`` it is fitted in closed form, as a partner of the trained
 networks (``patientcnn.partner``): ``fit_biases`` has nothing to fit, ``features`` gives
