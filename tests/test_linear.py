@@ -44,7 +44,7 @@ def test_a_long_series_is_read_as_means_of_consecutive_steps_within_max_features
     assert features.shape == (1, 286)
     assert features[0, 0].item() == pytest.approx(3.0)  # the mean of steps 0-6
     assert "143 steps (means of 7)" in format_shape_table(net.shape_table())
-    with pytest.raises(UserError, match="max_features"):
+    with pytest.raises(UserError, match="partner.linear.max_features must be"):
         create_network("linear", 2, 1000, max_features=0)
 
 

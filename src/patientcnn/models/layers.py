@@ -324,8 +324,11 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 
 def positive_int(name: str, value: object) -> int:
+    """``value``, checked; ``name`` is a model setting, or a dotted config path
+    (``partner.rocket.features``) for the settings of the closed-form partners."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"model.{name} must be a positive integer, got {value!r}")
+        setting = name if "." in name else f"model.{name}"
+        raise UserError(f"{setting} must be a positive integer, got {value!r}")
     return value
 
 

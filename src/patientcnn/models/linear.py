@@ -44,7 +44,7 @@ class FlattenedSeries(ClosedFormNetwork):
     ) -> None:
         super().__init__()
         self.in_channels, self.seq_len = in_channels, seq_len
-        self.max_features = positive_int("max_features", max_features)
+        self.max_features = positive_int("partner.linear.max_features", max_features)
         self.pool = max(1, math.ceil(in_channels * seq_len / self.max_features))
         self.length = math.ceil(seq_len / self.pool)
         self.n_features = in_channels * self.length

@@ -94,10 +94,12 @@ class RandomKernels(ClosedFormNetwork):
         static_features: int = 0,
     ) -> None:
         super().__init__()
-        positive_int("features", features)
-        positive_int("max_dilations", max_dilations)
+        positive_int("partner.rocket.features", features)
+        positive_int("partner.rocket.max_dilations", max_dilations)
         if not isinstance(first_difference, bool):
-            raise UserError(f"first_difference must be true or false, got {first_difference!r}")
+            raise UserError(
+                f"partner.rocket.first_difference must be true or false, got {first_difference!r}"
+            )
         self.seq_len = seq_len
         self.in_channels = in_channels
         self.first_difference = first_difference
