@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import ROOT, read_metrics, run_cli, train_run
+from sklearn.metrics import roc_auc_score
 
 METRICS = ("auroc", "auprc", "accuracy", "f1", "brier", "loss", "sensitivity", "specificity")
 METRICS += ("ece", "calibration_slope", "calibration_intercept")
@@ -65,9 +66,24 @@ def test_trains_on_user_tables(tmp_path, small_cohort):
         "data.id_col=stay",
         "data.time_col=hour",
         "data.features=[heart_rate,map]",
+        "data.cv_folds=3",  # every patient validated once, by the fold that left it out
+        "data.split.test=0",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert read_metrics(out)["cohort"]["features"] == ["heart_rate", "map"]
+    record = read_metrics(out)
+    assert record["cohort"]["features"] == ["heart_rate", "map"]
+    # every patient's out-of-fold probability, under the user's own id column
+    oof = pd.read_csv(out / "validation_predictions.csv", dtype={"stay": str})
+    labels = pd.read_csv(tmp_path / "y.csv", dtype={"stay": str})
+    assert list(oof.columns) == ["stay", "label", "probability", "predicted_label", "fold"]
+    assert sorted(oof["stay"]) == sorted(labels["stay"])
+    merged = oof.merge(labels, on="stay", suffixes=("", "_given"))
+    assert (merged["label"] == merged["label_given"]).all()
+    assert set(oof["fold"]) == {"fold0", "fold1", "fold2"}
+    assert (oof["predicted_label"] == (oof["probability"] >= record["threshold"]["value"])).all()
+    metrics = record["metrics"]
+    assert roc_auc_score(oof["label"], oof["probability"]) == pytest.approx(metrics["val/auroc"])
+    assert (oof["predicted_label"] == oof["label"]).mean() == pytest.approx(metrics["val/accuracy"])
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,7 @@ from patientcnn.config import TRUSTED_TARGETS, configured
 from patientcnn.data.split import fold_splits, holdout_split
 from patientcnn.distributed import rank_zero_value, secondary_rank
 from patientcnn.errors import UserError
-from patientcnn.files import atomic_write, write_json
+from patientcnn.files import atomic_write, csv_safe, write_json
 from patientcnn.inference import batched_logits, probabilities, resolve_device
 from patientcnn.metrics import calibration_metrics, point_metrics
 from patientcnn.models.layers import describe_head, format_shape_table
@@ -56,6 +56,7 @@ from patientcnn.report.training import report_training_run, test_subgroups
 from patientcnn.threshold import choose_threshold
 
 log = logging.getLogger(__name__)
+VALIDATION_PREDICTIONS = "validation_predictions.csv"  # out of fold, beside metrics.json
 
 FINISHED = "finished.json"  # written beside a member's checkpoints once it is trained
 
@@ -217,6 +218,9 @@ def fit(cfg: DictConfig) -> dict[str, float] | None:
         partners=partners.bundle_state() if partners else None,
     )
     checkpoint = save_bundle(output_dir / "checkpoints" / "best.ckpt", bundle)
+    write_validation_predictions(
+        output_dir / VALIDATION_PREDICTIONS, datamodule, members, validated, val_prob, threshold
+    )
     remove_evaluations([output_dir / "checkpoints" / m.name for m in members])
     metrics = {f"val/{k}": v for k, v in point_metrics(y_val, val_prob, threshold["value"]).items()}
     before = calibration_metrics(y_val, probabilities(val_logits))
@@ -322,6 +326,32 @@ def weights_at_common_step(model_cfg, datamodule, members, records, folder: Path
         np.mean([r["own_best_val_loss"] for r in records]),
     )
     return states, logits
+
+
+def write_validation_predictions(
+    path: Path, datamodule, members, validated: np.ndarray, val_prob: np.ndarray, threshold
+) -> None:
+    """One row per validated development patient: the id as in the input, the outcome
+    (0/1), the calibrated out-of-fold probability (from the networks and partners that
+    did not train on the patient) and its label at the run's threshold, and the members
+    that validated it. The rows behind every ``val/*`` figure, for a user's own analysis
+    (subgroups, other thresholds, plots), as ``predict.py`` writes the test patients'."""
+    import pandas as pd
+
+    folds = [[] for _ in range(len(datamodule.y_dev))]
+    for member in members:
+        for i in member.val:
+            folds[i].append(member.name)
+    frame = pd.DataFrame(
+        {
+            datamodule.spec.id_col: pd.Series(datamodule.dev["ids"][validated], dtype=object),
+            "label": datamodule.y_dev[validated].astype(np.int8),
+            "probability": val_prob,
+            "predicted_label": (val_prob >= threshold["value"]).astype(np.int8),
+            "fold": ["+".join(folds[i]) for i in np.flatnonzero(validated)],
+        }
+    )
+    atomic_write(path, lambda tmp: csv_safe(frame).to_csv(tmp, index=False))
 
 
 def calibrate(cfg, val_logits: np.ndarray, y_val: np.ndarray) -> tuple[dict, dict, np.ndarray]:
