@@ -84,6 +84,17 @@ def test_trains_on_user_tables(tmp_path, small_cohort):
     metrics = record["metrics"]
     assert roc_auc_score(oof["label"], oof["probability"]) == pytest.approx(metrics["val/auroc"])
     assert (oof["predicted_label"] == oof["label"]).mean() == pytest.approx(metrics["val/accuracy"])
+    # no test patients: the report shows those out-of-fold predictions instead
+    page = (out / "report" / "report.md").read_text()
+    assert "out-of-fold predictions" in page and "300 patients" in page
+    assert (out / "report" / "roc.png").is_file() and (out / "report" / "calibration.png").is_file()
+    cnn = record["confidence_intervals"]["models"]["cnn"]
+    assert cnn["auroc"]["value"] == pytest.approx(metrics["val/auroc"])
+    # and a report rewritten afterwards (a sweep's --best-report) is drawn from the same rows
+    from patientcnn.report.rerun import report_finished_run
+
+    again = report_finished_run(out, tmp_path / "again", {"resamples": 50})
+    assert "out-of-fold predictions" in again.with_suffix(".md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -52,11 +52,15 @@ from patientcnn.models.layers import describe_head, format_shape_table
 from patientcnn.models.registry import create_network
 from patientcnn.partner import fit_partners, partner_settings
 from patientcnn.recipe import Recipe, plan_recipe, variance_lost_by_averaging
-from patientcnn.report.training import report_training_run, test_subgroups
+from patientcnn.report.training import (
+    VALIDATION_PREDICTIONS,
+    report_out_of_fold,
+    report_training_run,
+    test_subgroups,
+)
 from patientcnn.threshold import choose_threshold
 
 log = logging.getLogger(__name__)
-VALIDATION_PREDICTIONS = "validation_predictions.csv"  # out of fold, beside metrics.json
 
 FINISHED = "finished.json"  # written beside a member's checkpoints once it is trained
 
@@ -237,6 +241,10 @@ def fit(cfg: DictConfig) -> dict[str, float] | None:
         datamodule.select(np.arange(len(datamodule.y_dev)), None)
         report = report_training_run(
             cfg.get("report"), ensemble, datamodule, output_dir, threshold["value"], subgroups
+        )
+    else:  # every patient trained: the report shows the out-of-fold predictions
+        report = report_out_of_fold(
+            cfg.get("report"), y_val, val_prob, output_dir, threshold["value"]
         )
     record = {
         "metrics": metrics,

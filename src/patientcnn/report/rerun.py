@@ -20,7 +20,13 @@ from omegaconf import OmegaConf
 from patientcnn.checkpoint import load_bundle
 from patientcnn.config import configured
 from patientcnn.errors import UserError
-from patientcnn.report.training import DEFAULTS, report_training_run, test_subgroups
+from patientcnn.report.training import (
+    DEFAULTS,
+    VALIDATION_PREDICTIONS,
+    report_out_of_fold,
+    report_training_run,
+    test_subgroups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +46,31 @@ def report_finished_run(run_dir: Path, out_dir: Path, settings: dict | None = No
     settings["enabled"] = True
     record = json.loads(metrics_file.read_text())
     bundle = load_bundle(record["checkpoint"])
+    if not any(k.startswith("test/") for k in record.get("metrics", {})):
+        return _out_of_fold_report(run_dir, Path(out_dir), settings, bundle.threshold)
     datamodule = configured(cfg.data, "data", _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
-    if len(datamodule.tensors["test"][2]) == 0:
-        raise UserError(f"{run_dir}: the run has no test patients, so there is nothing to report")
     subgroups = test_subgroups(settings, datamodule)
     datamodule.select(np.arange(len(datamodule.y_dev)), None)
     report = report_training_run(
         settings, bundle.build_model(), datamodule, Path(out_dir), bundle.threshold, subgroups
+    )
+    return Path(report["report"])
+
+
+def _out_of_fold_report(run_dir: Path, out_dir: Path, settings: dict, threshold: float) -> Path:
+    """A run without test patients: its report is drawn from its out-of-fold rows."""
+    import pandas as pd
+
+    rows = run_dir / VALIDATION_PREDICTIONS
+    if not rows.is_file():
+        raise UserError(
+            f"{run_dir}: the run has no test patients and no {VALIDATION_PREDICTIONS}, so "
+            "there is nothing to report"
+        )
+    oof = pd.read_csv(rows)
+    report = report_out_of_fold(
+        settings, oof["label"].to_numpy(), oof["probability"].to_numpy(), out_dir, threshold
     )
     return Path(report["report"])

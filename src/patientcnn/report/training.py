@@ -19,6 +19,9 @@ from patientcnn.report.subgroups import subgroups_from
 
 log = logging.getLogger(__name__)
 
+# a training run's out-of-fold rows (train.py writes it; the report of a run without test
+# patients is drawn from it)
+VALIDATION_PREDICTIONS = "validation_predictions.csv"
 DEFAULTS = {
     "enabled": True,
     "resamples": 1000,
@@ -167,6 +170,45 @@ def report_training_run(
     record["report"] = str(folder / "report.html")
     log.info("evaluation report: %s", folder / "report.html")
     return record
+
+
+def report_out_of_fold(
+    settings: Mapping | None, y: np.ndarray, prob: np.ndarray, run_dir: Path, threshold: float
+) -> dict:
+    """Write ``run_dir/report/`` from the out-of-fold probabilities of a run without test
+    patients (a cohort under 1,000 trains on every patient); return the keys to add to
+    metrics.json.
+
+    Every patient was scored by the networks and partners that did not train on them, so
+    the curves, the calibration and the intervals are honest; the final ensemble itself
+    has no held-out patients, so the parts that need it (baselines, permutation
+    importance, attributions, subgroups) are left out and the page says so.
+    """
+    cfg = report_settings(settings)
+    if not cfg["enabled"]:
+        return {}
+    folder = Path(run_dir) / "report"
+    intervals = write_report(
+        folder,
+        y,
+        prob,
+        threshold,
+        title="Evaluation report: out-of-fold predictions of this training run",
+        n_resamples=cfg["resamples"],
+        seed=cfg["seed"],
+        level=cfg["level"],
+        patients="out-of-fold patients",
+        notes=(
+            "No test patients: each patient here was scored by the networks and "
+            f"partners that did not train on them ({VALIDATION_PREDICTIONS} has the rows). "
+            "Baselines, permutation importance, attributions and subgroups need patients "
+            "the final ensemble never saw: pass your own test table "
+            "(data.test_measurements=... data.test_labels=...) or hold some out "
+            "(data.split.test=0.2), or score another cohort with scripts/evaluate.py.",
+        ),
+    )
+    log.info("evaluation report (out of fold): %s", folder / "report.html")
+    return {"confidence_intervals": intervals, "report": str(folder / "report.html")}
 
 
 def predictor(
