@@ -80,6 +80,7 @@ def test_ddp_training_task_writes_from_rank_zero_and_the_checkpoint_runs_on_one_
         "checkpoints",
         "config.yaml",
         "metrics.json",
+        "validation_predictions.csv",
         "train.log",
         "train_ddp_process_1.log",  # rank 1's log: the only thing it writes
     }
