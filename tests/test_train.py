@@ -90,9 +90,11 @@ def test_trains_on_user_tables(tmp_path, small_cohort):
     assert (out / "report" / "roc.png").is_file() and (out / "report" / "calibration.png").is_file()
     cnn = record["confidence_intervals"]["models"]["cnn"]
     assert cnn["auroc"]["value"] == pytest.approx(metrics["val/auroc"])
-    # and a report rewritten afterwards (a sweep's --best-report) is drawn from the same rows
+    # and a report rewritten afterwards (a sweep's --best-report) is drawn from the same rows,
+    # which needs the run folder's files only, not its checkpoint
     from patientcnn.report.rerun import report_finished_run
 
+    (out / "checkpoints").rename(tmp_path / "moved")
     again = report_finished_run(out, tmp_path / "again", {"resamples": 50})
     assert "out-of-fold predictions" in again.with_suffix(".md").read_text()
 

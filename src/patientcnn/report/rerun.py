@@ -45,9 +45,11 @@ def report_finished_run(run_dir: Path, out_dir: Path, settings: dict | None = No
     settings = {**DEFAULTS, "subgroups": run_report.get("subgroups", []), **(settings or {})}
     settings["enabled"] = True
     record = json.loads(metrics_file.read_text())
-    bundle = load_bundle(record["checkpoint"])
     if not any(k.startswith("test/") for k in record.get("metrics", {})):
-        return _out_of_fold_report(run_dir, Path(out_dir), settings, bundle.threshold)
+        # the rows and the threshold are in the run folder: no need for the checkpoint
+        threshold = float(record["threshold"]["value"])
+        return _out_of_fold_report(run_dir, Path(out_dir), settings, threshold)
+    bundle = load_bundle(record["checkpoint"])
     datamodule = configured(cfg.data, "data", _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("fit")
