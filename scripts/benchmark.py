@@ -107,7 +107,10 @@ def format_row(row: dict) -> str:
 
 
 def machine() -> dict:
+    from benchmarks.quality import cpu_description
+
     return {
+        **cpu_description(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),

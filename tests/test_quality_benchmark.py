@@ -197,6 +197,8 @@ def test_doc_names_the_subset_the_failures_and_the_verdicts():
         "subset": True,
         "git": {"commit": "abc1234", "branch": "quality-bench", "dirty": False},
         "machine": {
+            "cpu": "Example CPU",
+            "cpu_capability": "AVX2",
             "cpu_count": 2,
             "cpus_usable": 2,
             "torch_threads": 2,
@@ -213,6 +215,8 @@ def test_doc_names_the_subset_the_failures_and_the_verdicts():
     doc = quality.render_doc(record)
     assert "**2 of the 3 sets** (A, B)" in doc
     assert "`model=x`" in doc
+    # the CPU is named: its vector kernels change the seconds and the last digits
+    assert "2 CPU cores (2 usable; Example CPU, torch kernels AVX2)" in doc
     assert "seconds are not comparable" in doc
     assert "train failed: error: refused" in doc
     assert "| A | 100 / 50 | 1 x 100 | 0.600 | **0.950** / 0.950 |" in doc

@@ -28,6 +28,7 @@ Extra overrides (e.g. ``-- model=inceptiontime``) go to every train.py call. Wri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -569,10 +570,27 @@ def git_state() -> dict:
     }
 
 
+def cpu_description() -> dict:
+    """The CPU's model name and the vector instructions torch's kernels use on it (AVX2,
+    AVX512, ...). Both matter: the same code gives other seconds on another CPU, and, since
+    the order of floating-point sums differs, predictions that can differ in the last
+    digits, enough to move a patient across 0.5 on a small test table."""
+    import torch
+
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": name, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def machine_info() -> dict:
     import torch  # only for its version and thread count, which train.py inherits
 
     return {
+        **cpu_description(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
@@ -684,7 +702,13 @@ def doc_header(record: dict) -> list[str]:
         + (f"`{' '.join(record['overrides'])}`" if record["overrides"] else "none"),
         f"- git commit: {git['commit']} on {git['branch']}"
         + (" (with uncommitted changes)" if git["dirty"] else ""),
-        f"- machine: {machine['cpu_count']} CPU cores ({machine['cpus_usable']} usable), "
+        f"- machine: {machine['cpu_count']} CPU cores ({machine['cpus_usable']} usable"
+        + (
+            f"; {machine['cpu']}, torch kernels {machine['cpu_capability']}"
+            if machine.get("cpu")
+            else ""
+        )
+        + "), "
         f"torch {machine['torch']} with {machine['torch_threads']} threads per process, "
         f"Python {machine['python']}; load average (1, 5, 15 min) {load[0]} at the start, "
         f"{load[1]} at the end",
