@@ -139,6 +139,14 @@ def test_write_report_for_any_labels_and_probabilities(tmp_path):
     assert record["models"]["cnn"]["auroc"]["value"] == pytest.approx(roc_auc_score(y, p))
     slope = calibration_metrics(y, p)["calibration_slope"]
     assert "Calibration slope / intercept" in text and f"CNN {slope:.2f}" in text
+    assert text.count("AUROC minus") == 2  # the paired row and the guide's line on it
+
+
+def test_a_report_without_other_models_does_not_explain_a_paired_row(tmp_path):
+    y, p = cohort(120)
+    write_report(tmp_path / "alone", y, p, n_resamples=50)
+    text = (tmp_path / "alone" / "report.md").read_text()
+    assert "How to read this" in text and "AUROC minus" not in text
 
 
 def test_training_run_writes_a_report_that_matches_metrics_json(tmp_path):

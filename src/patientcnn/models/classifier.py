@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric
 
 from patientcnn.errors import UserError
 from patientcnn.metrics import classification_metrics
+from patientcnn.models.layers import valid_interval
 from patientcnn.models.registry import closed_form_names, create_network, network_config
 
 SCHEDULERS = ("none", "cosine", "plateau")
@@ -42,6 +43,9 @@ class Classifier(pl.LightningModule):
         scheduler: str = "cosine",
         warmup: float = 0.05,
         pos_weight: float = 1.0,
+        mixup: float = 0.0,
+        crop: float = 0.0,
+        jitter: float = 0.0,
         **net_config,
     ) -> None:
         super().__init__()
@@ -55,6 +59,10 @@ class Classifier(pl.LightningModule):
             )
         if not (isinstance(warmup, (int, float)) and 0 <= warmup < 1):
             raise UserError(f"model.warmup must be a fraction in [0, 1), got {warmup!r}")
+        for name, value in (("mixup", mixup), ("crop", crop), ("jitter", jitter)):
+            if not isinstance(value, (int, float)) or value < 0 or (name == "crop" and value >= 1):
+                bound = "a fraction in [0, 1)" if name == "crop" else "a number >= 0"
+                raise UserError(f"model.{name} must be {bound} (0: off), got {value!r}")
         if net in closed_form_names():
             raise UserError(
                 f"model.net={net} has no kernels to train by gradient: it is fitted in closed "
@@ -104,6 +112,9 @@ class Classifier(pl.LightningModule):
         one ``self.log`` per epoch give the same value without a host sync.
         """
         x, valid, y, static = unpack(batch)
+        x, valid, y, static = augment(
+            x, valid, y, static, self.hparams.mixup, self.hparams.crop, self.hparams.jitter
+        )
         loss = self._loss(self(x, valid, static), y)
         self.train_loss_sum += loss.detach() * len(y)
         self.train_count += len(y)
@@ -175,6 +186,48 @@ class Classifier(pl.LightningModule):
                 "lr_scheduler": {"scheduler": schedule, "monitor": "val/loss"},
             }
         return {"optimizer": optimizer}
+
+
+def augment(
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    y: torch.Tensor,
+    static: torch.Tensor | None,
+    mixup: float = 0.0,
+    crop: float = 0.0,
+    jitter: float = 0.0,
+) -> tuple[torch.Tensor, ...]:
+    """A training batch, varied so that a few dozen patients look like more (all off at 0).
+
+    - ``jitter``: Gaussian noise of that standard deviation (in standardised units) on the
+      observed steps;
+    - ``crop``: each patient keeps a random window of (1 - crop) of its own steps; the rest
+      becomes padding, which every family masks, so the network sees a shorter series;
+    - ``mixup``: each patient is mixed with another of the batch, series, static
+      covariates and outcome alike, with a Beta(mixup, mixup) share (Zhang et al. 2018);
+      a step is observed where either patient's is.
+    """
+    if jitter > 0:
+        x = x + jitter * torch.randn_like(x) * valid.unsqueeze(1).to(x.dtype)
+    if crop > 0:
+        start, end = valid_interval(valid)
+        length = end - start
+        keep = torch.clamp(torch.round(length.float() * (1 - crop)).long(), min=1)
+        offset = start + (torch.rand(len(x), device=x.device) * (length - keep + 1)).long()
+        steps = torch.arange(valid.shape[1], device=x.device)
+        window = (steps >= offset[:, None]) & (steps < (offset + keep)[:, None])
+        valid = valid & window
+        x = x * valid.unsqueeze(1).to(x.dtype)
+    if mixup > 0 and len(x) > 1:
+        share = torch.distributions.Beta(mixup, mixup).sample((len(x),)).to(x.device)
+        other = torch.randperm(len(x), device=x.device)
+        s = share.to(x.dtype)
+        x = s[:, None, None] * x + (1 - s[:, None, None]) * x[other]
+        valid = valid | valid[other]
+        y = share * y + (1 - share) * y[other]
+        if static is not None and static.shape[1] > 0:
+            static = s[:, None] * static + (1 - s[:, None]) * static[other]
+    return x, valid, y, static
 
 
 def unpack(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

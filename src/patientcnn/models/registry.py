@@ -63,7 +63,16 @@ def closed_form_names() -> list[str]:
 
 
 # the model config's keys that the LightningModule (models/classifier.py) takes, not the network
-OPTIMISATION_KEYS = ("lr", "weight_decay", "scheduler", "warmup", "pos_weight")
+OPTIMISATION_KEYS = (
+    "lr",
+    "weight_decay",
+    "scheduler",
+    "warmup",
+    "pos_weight",
+    "mixup",
+    "crop",
+    "jitter",
+)
 
 
 def network_config(model_config: dict) -> tuple[str, dict]:

@@ -37,8 +37,11 @@ READING_GUIDE = (
     "predicted 30 % means 30 %; lower is better). Sensitivity, specificity, PPV, "
     "NPV and accuracy count patients flagged at the threshold. The range in brackets is the "
     "interval of the same number over bootstrap resamples of the patients: a comparison "
-    "whose intervals overlap heavily may be chance. The 'AUROC minus' row is paired (same "
-    "resamples), so an interval that excludes 0 is a real difference on these patients."
+    "whose intervals overlap heavily may be chance."
+)
+PAIRED_ROW_GUIDE = (
+    " The 'AUROC minus' row is paired (same resamples), so an interval that excludes 0 is a "
+    "real difference on these patients."
 )
 
 
@@ -115,7 +118,7 @@ def write_report(
         ("h2", "Results"),
         ("table", ["Metric", *label.values()], _table_rows(label, cis)),
         ("p", _calibration_line(label, y, probs)),
-        ("p", READING_GUIDE),
+        ("p", READING_GUIDE + (PAIRED_ROW_GUIDE if len(label) > 1 else "")),
         ("h2", "Figures"),
         ("figures", [(cap, path.name) for cap, path in figures]),
     ]
