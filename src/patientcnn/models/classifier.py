@@ -31,6 +31,8 @@ class Classifier(pl.LightningModule):
     ignored. ``**net_config`` are the network family's own settings (see its module),
     ``static_features`` among them when the cohort has static covariates. Batches are
     ``(x, valid, y, static)`` (``static`` (N, 0) without covariates) or ``(x, valid, y)``.
+    ``mixup``, ``crop`` and ``jitter`` vary the training batches (``augment``); all are off
+    by default, because none gained out of fold (docs/DEFAULTS.md, twelfth round).
     """
 
     def __init__(
