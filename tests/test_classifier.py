@@ -18,6 +18,19 @@ class StepLosses(pl.Callback):
         self.sizes.append(len(batch[2]))
 
 
+def quiet_trainer(**settings) -> pl.Trainer:
+    """A CPU trainer that trains only: no validation, logger, checkpoints or bars."""
+    return pl.Trainer(
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **settings,
+    )
+
+
 def test_epoch_train_loss_is_the_patient_weighted_mean_of_the_steps():
     torch.manual_seed(0)
     n, channels, length = 40, 3, 8
@@ -28,16 +41,7 @@ def test_epoch_train_loss_is_the_patient_weighted_mean_of_the_steps():
     )
     model = Classifier(channels, length, net="cnn", channels=[4], dropout=0.0, scheduler="none")
     steps = StepLosses()
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[steps],
-    )
+    trainer = quiet_trainer(max_epochs=1, callbacks=[steps])
     trainer.fit(model, train_dataloaders=TensorBatches(tensors, batch_size=16))
     assert steps.sizes == [16, 16, 8]
     expected = sum(loss * size for loss, size in zip(steps.losses, steps.sizes, strict=True)) / n
@@ -122,14 +126,6 @@ def test_a_run_with_every_augmentation_trains_and_stays_finite():
         crop=0.1,
         jitter=0.1,
     )
-    trainer = pl.Trainer(
-        max_steps=4,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=4)
     trainer.fit(model, train_dataloaders=TensorBatches((x, valid, y), batch_size=8))
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
