@@ -221,14 +221,13 @@ def augment(
         valid = valid & window
         x = x * valid.unsqueeze(1).to(x.dtype)
     if mixup > 0 and len(x) > 1:
-        share = torch.distributions.Beta(mixup, mixup).sample((len(x),)).to(x.device)
+        share = torch.distributions.Beta(mixup, mixup).sample((len(x),)).to(x.device, x.dtype)
         other = torch.randperm(len(x), device=x.device)
-        s = share.to(x.dtype)
-        x = s[:, None, None] * x + (1 - s[:, None, None]) * x[other]
+        x = share[:, None, None] * x + (1 - share[:, None, None]) * x[other]
         valid = valid | valid[other]
         y = share * y + (1 - share) * y[other]
         if static is not None and static.shape[1] > 0:
-            static = s[:, None] * static + (1 - s[:, None]) * static[other]
+            static = share[:, None] * static + (1 - share[:, None]) * static[other]
     return x, valid, y, static
 
 
