@@ -47,6 +47,23 @@ def test_feature_never_observed_in_training_is_named():
         Preprocessor().fit(x, ["hr", "lactate"])
 
 
+def test_feature_constant_in_training_is_named_in_a_warning_and_kept(caplog):
+    x = np.random.default_rng(2).normal(size=(10, 5, 3)).astype(np.float32)
+    x[:, :, 1] = 7.0  # e.g. a device flag that never changes in these patients
+    x[0, 0, 1] = np.nan  # missing steps do not make it vary
+    valid = np.ones((10, 5), dtype=bool)
+    with caplog.at_level("WARNING", logger="patientcnn.data.preprocess"):
+        pre = Preprocessor().fit(x, ["hr", "flag", "map"])
+    assert [r.getMessage().split(" take")[0] for r in caplog.records] == ["feature(s) flag"]
+    out = pre.transform(x, valid)
+    assert pre.output_features == ["hr", "flag", "map"]
+    assert (out[:, :, 1] == 0).all() and np.isfinite(out).all()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="patientcnn.data.preprocess"):
+        Preprocessor().fit(x[:, :, [0, 2]], ["hr", "map"])
+    assert not caplog.records
+
+
 def test_statistics_never_see_test_patients(small_cohort, tmp_path):
     """Shifting every test patient's values must not change the fitted statistics."""
     import pandas as pd

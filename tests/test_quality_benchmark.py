@@ -140,6 +140,34 @@ def test_every_criterion_passing_passes_overall():
     assert targets["d"]["pass"] is None  # no published figure: not counted against
 
 
+def test_spread_sets_seeds_side_by_side_and_counts_the_runs_that_pass(tmp_path):
+    def record(seed: int | None, **sets) -> dict:
+        return {"overrides": [] if seed is None else [f"seed={seed}"], "sets": sets}
+
+    records = [
+        record(None, A=_result(accuracy=0.80, auroc=1.0), B=_result()),
+        record(1, A=_result(accuracy=0.90, auroc=0.99)),  # B not run with this seed
+        record(2, A=_result(accuracy=0.75, auroc=0.98), B=_result(accuracy=None, stage="train")),
+    ]
+    header, _, row_a, row_b = quality.spread_table(records)
+    assert "| default seed | seed 1 | seed 2 |" in header
+    assert row_a.startswith("| A | 0.800 (1.000) | 0.900 (0.990) | 0.750 (0.980) |")
+    assert "| 0.817 (0.750-0.900) |" in row_a  # mean and range of the three
+    assert row_a.endswith("| 2 of 3 / 3 of 3 / n/a / 3 of 3 |")  # 0.75 < LogReg's 0.8
+    assert "| – | train failed |" in row_b and "| 0.900 (0.900-0.900) |" in row_b  # it counts
+    assert row_b.endswith("| 1 of 2 / 1 of 2 / n/a / 1 of 2 |")  # as failing, not as absent
+
+    files = []
+    for i, r in enumerate(records):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(r))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--spread", *map(str, files)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[2] == row_a
+
+
 def test_published_inceptiontime_column_is_read_from_the_readme_table(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(

@@ -20,6 +20,13 @@ issue 11's "done when" targets.
         [--report] [--skip-synthetic] [--timeout S] [-- extra hydra overrides...]
     python scripts/benchmark.py --only quality          # every set + synthetic, writes the doc
     python scripts/benchmarks/quality.py --merge a/quality.json b/quality.json --doc docs/QUALITY.md
+    python scripts/benchmarks/quality.py --spread s1/quality.json s2/quality.json ...
+
+``--spread`` sets side by side runs of the same sets that differ only in their seed
+(``-- seed=N``): a test table of 20 patients scores accuracy in steps of 0.05, and a seed moves a
+patient or two across 0.5, so one run cannot say whether a set meets a target by a
+patient. It prints, per set, every run's accuracy, their mean and range, and in how many
+runs each target passes.
 
 Extra overrides (e.g. ``-- model=inceptiontime``) go to every train.py call. Writes
 ``<out-dir>/quality.json`` (everything) and, unless --no-doc, ``docs/QUALITY.md``.
@@ -596,7 +603,6 @@ def machine_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "processor": platform.processor() or platform.machine(),
         "loadavg_start": _loadavg(),
     }
 
@@ -968,8 +974,49 @@ def merge_records(paths: list[Path]) -> dict:
     return merged
 
 
+def run_label(record: dict) -> str:
+    """A run's name in a spread: its seed override, else the configured default seed."""
+    seeds = [o.split("=", 1)[1] for o in record.get("overrides", []) if o.startswith("seed=")]
+    return f"seed {seeds[-1]}" if seeds else "default seed"
+
+
+def spread_table(records: list[dict]) -> list[str]:
+    """Markdown: per set, the accuracy (AUROC) of every run, the mean and range, and in
+    how many of the runs that scored the set targets (a), (b), (d) and (f) pass."""
+    labels = [run_label(r) for r in records]
+    names = [n for n in dict.fromkeys(n for r in records for n in r["sets"])]
+    head = ["set", *labels, "mean acc (range)", "(a) / (b) / (d) / (f) pass"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        runs = [r["sets"].get(name) for r in records]
+        cells = [
+            "–"
+            if run is None
+            else f"{run.get('stage')} failed"
+            if run.get("accuracy") is None
+            else f"{_fmt(run['accuracy'])} ({_fmt(run.get('auroc'))})"
+            for run in runs
+        ]
+        scored = [run for run in runs if run is not None]
+        accs = [run["accuracy"] for run in scored if run.get("accuracy") is not None]
+        summary = f"{_mean(accs):.3f} ({min(accs):.3f}-{max(accs):.3f})" if accs else "no result"
+        checks = [check_set(run) for run in scored]
+        passes = []
+        for key in ("a", "b", "d", "f"):
+            judged = [c[key]["pass"] for c in checks if c[key]["pass"] is not None]
+            passes.append(f"{sum(judged)} of {len(judged)}" if judged else "n/a")
+        lines.append("| " + " | ".join([name, *cells, summary, " / ".join(passes)]) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--spread"]:
+        records = [json.loads(Path(a).read_text()) for a in argv[1:]]
+        if not records:
+            sys.exit("error: --spread needs quality.json files of runs of the same sets")
+        print("\n".join(spread_table(records)))
+        return
     if argv[:1] == ["--merge"]:
         paths = [Path(a) for a in argv[1:] if not a.startswith("--") and a.endswith(".json")]
         doc = Path(argv[argv.index("--doc") + 1]) if "--doc" in argv else Options().doc

@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from patientcnn.data.preprocess import Preprocessor, _safe_std, time_since_observed
+from patientcnn.data.preprocess import (
+    Preprocessor,
+    _safe_std,
+    checked_std,
+    time_since_observed,
+)
 from patientcnn.data.reshape import PatientArrays
 from patientcnn.errors import UserError
 
@@ -238,15 +243,9 @@ def fit_preprocessor(preprocessor: Preprocessor, arrays) -> Preprocessor:
         values.add(x.reshape(-1, channels))
         if preprocessor.time_since_observed:
             since.add(time_since_observed(x, valid, preprocessor.step)[valid])
-    empty = [name for name, n in zip(arrays.features, values.n, strict=True) if n == 0]
-    if empty:
-        raise UserError(
-            f"feature(s) {', '.join(empty)} have no observed value in the training patients; "
-            "drop them with data.features=[...]"
-        )
+    preprocessor.std = checked_std(arrays.features, values.n, values.std())
     preprocessor.features = list(arrays.features)
     preprocessor.mean = values.mean.astype(np.float64)
-    preprocessor.std = _safe_std(values.std())
     if preprocessor.time_since_observed:
         preprocessor.since_mean = since.mean.astype(np.float64)
         preprocessor.since_std = _safe_std(since.std())

@@ -6,9 +6,13 @@ loads with ``torch.load(weights_only=True)``; ``from_state`` rebuilds the object
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from patientcnn.errors import UserError
+
+log = logging.getLogger(__name__)
 
 IMPUTE_STRATEGIES = ("ffill", "mean", "zero")
 
@@ -70,17 +74,10 @@ class Preprocessor:
         ``valid`` (N, L) marks the stay's steps; it matters only for the statistics of
         the time-since-observed channels (padding would otherwise count as time).
         """
-        observed = ~np.isnan(x)
-        counts = observed.sum(axis=(0, 1))
-        empty = [name for name, n in zip(features, counts, strict=True) if n == 0]
-        if empty:
-            raise UserError(
-                f"feature(s) {', '.join(empty)} have no observed value in the training patients; "
-                "drop them with data.features=[...]"
-            )
-        self.features = list(features)
+        counts = (~np.isnan(x)).sum(axis=(0, 1))
         self.mean, std = observed_moments(x)
-        self.std = _safe_std(std)
+        self.std = checked_std(features, counts, std)
+        self.features = list(features)
         if self.time_since_observed:
             valid = np.ones(x.shape[:2], dtype=bool) if valid is None else valid
             since = time_since_observed(x, valid, self.step)[valid]
@@ -209,5 +206,29 @@ def observed_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def checked_std(features: list[str], counts: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The standard deviations to divide by, after checking each feature's training values:
+    one never observed is refused (nothing to standardise or learn from); one that takes a
+    single value is kept (the checkpoint's features stay the table's) but named in a
+    warning, since it is 0 for every patient after standardising and carries nothing."""
+    empty = [name for name, n in zip(features, counts, strict=True) if n == 0]
+    if empty:
+        raise UserError(
+            f"feature(s) {', '.join(empty)} have no observed value in the training patients; "
+            "drop them with data.features=[...]"
+        )
+    constant = [name for name, s in zip(features, std, strict=True) if not s > STD_FLOOR]
+    if constant:
+        log.warning(
+            "feature(s) %s take one value in every training patient: nothing to learn from "
+            "(kept, as 0 after standardising); drop them with data.features=[...]",
+            ", ".join(constant),
+        )
+    return _safe_std(std)
+
+
+STD_FLOOR = 1e-8  # a feature whose standard deviation is at most this is constant
+
+
 def _safe_std(std: np.ndarray) -> np.ndarray:
-    return np.where(std > 1e-8, std, 1.0).astype(np.float64)
+    return np.where(std > STD_FLOOR, std, 1.0).astype(np.float64)
