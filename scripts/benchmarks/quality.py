@@ -984,7 +984,7 @@ def spread_table(records: list[dict]) -> list[str]:
     """Markdown: per set, the accuracy (AUROC) of every run, the mean and range, and in
     how many of the runs that scored the set targets (a), (b), (d) and (f) pass."""
     labels = [run_label(r) for r in records]
-    names = [n for n in dict.fromkeys(n for r in records for n in r["sets"])]
+    names = list(dict.fromkeys(n for r in records for n in r["sets"]))
     head = ["set", *labels, "mean acc (range)", "(a) / (b) / (d) / (f) pass"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
