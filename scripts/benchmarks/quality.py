@@ -975,7 +975,7 @@ def merge_records(paths: list[Path]) -> dict:
 
 
 def run_label(record: dict) -> str:
-    """A run's name in a spread: its seed override, else the configured default seed."""
+    """A run's name in a spread: its seed override, else "default seed" (none given)."""
     seeds = [o.split("=", 1)[1] for o in record.get("overrides", []) if o.startswith("seed=")]
     return f"seed {seeds[-1]}" if seeds else "default seed"
 

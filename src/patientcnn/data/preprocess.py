@@ -15,6 +15,7 @@ from patientcnn.errors import UserError
 log = logging.getLogger(__name__)
 
 IMPUTE_STRATEGIES = ("ffill", "mean", "zero")
+STD_FLOOR = 1e-8  # a feature whose standard deviation is at most this is constant
 
 
 class Preprocessor:
@@ -225,9 +226,6 @@ def checked_std(features: list[str], counts: np.ndarray, std: np.ndarray) -> np.
             ", ".join(constant),
         )
     return _safe_std(std)
-
-
-STD_FLOOR = 1e-8  # a feature whose standard deviation is at most this is constant
 
 
 def _safe_std(std: np.ndarray) -> np.ndarray:
