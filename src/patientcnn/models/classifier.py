@@ -13,11 +13,12 @@ import math
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.trainer.states import TrainerFn
 from torchmetrics import MeanMetric
 
 from patientcnn.errors import UserError
 from patientcnn.metrics import classification_metrics
-from patientcnn.models.layers import valid_interval
+from patientcnn.models.layers import precise_norm_statistics, valid_interval
 from patientcnn.models.registry import closed_form_names, create_network, network_config
 
 SCHEDULERS = ("none", "cosine", "plateau")
@@ -33,6 +34,9 @@ class Classifier(pl.LightningModule):
     ``(x, valid, y, static)`` (``static`` (N, 0) without covariates) or ``(x, valid, y)``.
     ``mixup``, ``crop`` and ``jitter`` vary the training batches (``augment``); all are off
     by default, because none gained out of fold (docs/DEFAULTS.md, twelfth round).
+    ``precise_bn``: before every validation, and at the end of training, BatchNorm's
+    statistics are recomputed for the current weights over the training patients
+    (``layers.precise_norm_statistics``), so that what is validated and kept is exact.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class Classifier(pl.LightningModule):
         mixup: float = 0.0,
         crop: float = 0.0,
         jitter: float = 0.0,
+        precise_bn: bool = False,
         **net_config,
     ) -> None:
         super().__init__()
@@ -65,6 +70,8 @@ class Classifier(pl.LightningModule):
             if not isinstance(value, (int, float)) or value < 0 or (name == "crop" and value >= 1):
                 bound = "a fraction in [0, 1)" if name == "crop" else "a number >= 0"
                 raise UserError(f"model.{name} must be {bound} (0: off), got {value!r}")
+        if not isinstance(precise_bn, bool):
+            raise UserError(f"model.precise_bn must be true or false, got {precise_bn!r}")
         if net in closed_form_names():
             raise UserError(
                 f"model.net={net} has no kernels to train by gradient: it is fitted in closed "
@@ -124,6 +131,25 @@ class Classifier(pl.LightningModule):
         self.first_bad_step = torch.where(bad, self.global_step, self.first_bad_step)
         self.first_bad_loss = torch.where(bad, loss.detach(), self.first_bad_loss)
         return loss
+
+    def on_validation_start(self) -> None:
+        """Validation (and the checkpoints saved after it) sees the current weights with
+        statistics of their own, not the running averages of past steps' batches."""
+        if self.hparams.precise_bn and self.trainer.state.fn == TrainerFn.FITTING:
+            self._precise_statistics()
+
+    def on_train_end(self) -> None:
+        """A run without validation (a refit) ends with precise statistics too."""
+        if self.hparams.precise_bn:
+            self._precise_statistics()
+
+    def _precise_statistics(self) -> None:
+        """Over the datamodule's training split (``PatientDataModule.tensors['train']``);
+        changes no weight and draws no random number, so training goes on as without."""
+        tensors = getattr(getattr(self.trainer, "datamodule", None), "tensors", {}).get("train")
+        if tensors is not None:
+            x, valid, _, static = unpack(tensors)
+            precise_norm_statistics(self.net, x, valid, static, self.device)
 
     def on_train_epoch_end(self) -> None:
         """Stop on a non-finite loss (one check per epoch): further epochs train on NaN."""

@@ -14,6 +14,7 @@ patient's prediction, and each has its answer here:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,14 +62,64 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         var = (centred * centred).sum(dim=(0, 2)) / count
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
-                m = self.momentum if self.momentum is not None else 0.1
+                self.num_batches_tracked += 1
+                # momentum None: the cumulative mean over batches, as nn.BatchNorm1d keeps it
+                m = self.momentum
+                if m is None:
+                    m = 1.0 / float(self.num_batches_tracked)
                 self.running_mean.lerp_(mean.detach(), m)
                 self.running_var.lerp_(var.detach() * count / (count - 1), m)
-                self.num_batches_tracked += 1
         out = (x - mean[None, :, None]) * torch.rsqrt(var + self.eps)[None, :, None]
         if self.affine:
             out = out * self.weight[None, :, None] + self.bias[None, :, None]
         return out
+
+
+@torch.no_grad()
+def precise_norm_statistics(
+    net: torch.nn.Module,
+    x,
+    valid,
+    static=None,
+    device: torch.device | str = "cpu",
+    max_patients: int = 512,
+    batch_size: int = 64,
+) -> None:
+    """Recompute every BatchNorm's running mean and variance for the network's current
+    weights: the plain average of the batch statistics over up to ``max_patients``
+    training patients (evenly spaced among them), in batches of ``batch_size``, with the
+    network as it predicts (dropout off); every module's mode is restored after.
+
+    In training BatchNorm keeps a moving average of past batches' statistics, each taken
+    under older weights; with batches of 8-16 patients and a learning rate still high
+    (the step that validation keeps is often mid-schedule) that average is off for the
+    weights being validated. Recomputing it is the "precise BatchNorm" of Wu and Johnson
+    (2021, "Rethinking 'Batch' in BatchNorm"); ``torch.optim.swa_utils.update_bn`` does
+    the same after weight averaging. Only the statistics change: no weight, and no
+    random draw, so training goes on exactly as it would have without.
+    """
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(x) == 0:
+        return
+    modes = [(m, m.training) for m in net.modules()]
+    momenta = [(m, m.momentum) for m in norms]
+    net.eval()  # the network as it predicts: no dropout
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # the cumulative average of the batches below
+        m.train()
+    n = len(x)
+    rows = np.unique(np.linspace(0, n - 1, min(n, max_patients)).round().astype(np.int64))
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            inputs = (x[chunk].to(device), valid[chunk].to(device))
+            net(*inputs, static[chunk].to(device) if static is not None else None)
+    finally:
+        for m, momentum in momenta:
+            m.momentum = momentum
+        for m, training in modes:
+            m.training = training
 
 
 class ChannelLayerNorm(nn.Module):

@@ -72,6 +72,7 @@ OPTIMISATION_KEYS = (
     "mixup",
     "crop",
     "jitter",
+    "precise_bn",
 )
 
 
