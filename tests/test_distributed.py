@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT, read_metrics, run_cli, train_run
 
 N_TRAIN, N_VAL = 160, 61  # as in tests/ddp_check.py
@@ -68,11 +69,12 @@ def test_ddp_training_task_writes_from_rank_zero_and_the_checkpoint_runs_on_one_
         "trainer.devices=2",
         "data.cv_folds=2",
         "report.enabled=false",
+        "trainer.sync_batchnorm=true",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     log = proc.stdout + proc.stderr
-    assert "trainer.sync_batchnorm=true applies to CUDA GPUs only" in log
+    assert "trainer.sync_batchnorm=true is switched off" in log
     assert "distributed training: 2 processes, each serving a shard of" in log
     names = {p.name for p in out.iterdir()}
     assert names == {
@@ -126,3 +128,15 @@ def test_ddp_refits_an_ensemble_of_one_split(tmp_path):
     record = read_metrics(out)
     assert [m["member"] for m in record["members"]] == ["split_seed0", "split_seed1"]
     assert all(m["refit_steps"] >= 1 for m in record["members"])
+
+
+def test_sync_batchnorm_would_drop_the_padding_mask_so_it_stays_off():
+    """Why trainer.sync_batchnorm=true is switched off: torch's conversion replaces the
+    masked BatchNorm with one that cannot take the mask (the first forward fails)."""
+    from patientcnn.models.classifier import Classifier
+
+    net = Classifier(2, 20, net="inceptiontime", depth=3, width=4, bottleneck=4).net
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net).eval()
+    x, valid = torch.randn(3, 2, 20), torch.ones(3, 20, dtype=torch.bool)
+    with pytest.raises(TypeError):
+        converted(x, valid, None)

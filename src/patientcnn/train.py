@@ -180,11 +180,12 @@ def fit(cfg: DictConfig) -> dict[str, float] | None:
             format_shape_table(table),
         )
     log.info("%d ensemble member(s): %s", len(members), ", ".join(m.name for m in members))
-    if cfg.trainer.get("sync_batchnorm") and not on_cuda(cfg.trainer):
-        log.info(
-            "trainer.sync_batchnorm=true applies to CUDA GPUs only: on %s each process "
-            "normalises with the statistics of its own share of the batch",
-            cfg.trainer.get("accelerator", "auto"),
+    if cfg.trainer.get("sync_batchnorm"):
+        log.warning(
+            "trainer.sync_batchnorm=true is switched off: torch's SyncBatchNorm would replace "
+            "the masked BatchNorm, which keeps padded steps out of the statistics, and cannot "
+            "take its mask; each process normalises with the statistics of its own share of "
+            "the batch"
         )
     # a Trainer that the config cannot make fails here, before anything is written
     build_trainer(cfg, recipe, output_dir / "checkpoints", members[0].name, validate=True)
@@ -558,17 +559,11 @@ def build_trainer(
     settings = {
         k: v for k, v in settings.items() if v is not None or k == "check_val_every_n_epoch"
     }
-    if cfg.trainer.get("sync_batchnorm") and not on_cuda(cfg.trainer):
-        settings["sync_batchnorm"] = False  # SyncBatchNorm runs on CUDA devices only
+    if cfg.trainer.get("sync_batchnorm"):  # see fit(): it would drop the padding mask
+        settings["sync_batchnorm"] = False
     return configured(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **settings
     )
-
-
-def on_cuda(trainer_cfg: DictConfig) -> bool:
-    """Whether the trainer will run on CUDA GPUs (accelerator gpu/cuda/auto with CUDA)."""
-    accelerator = str(trainer_cfg.get("accelerator", "auto"))
-    return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
 
 
 def build_model(model_cfg, in_channels: int, seq_len: int, pos_weight: float = 1.0):
