@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from patientcnn.models.layers import MaskedBatchNorm1d, format_shape_table, masked_max_pool
+from patientcnn.models.layers import (
+    PIECE_MIN_CHANNELS,
+    PIECE_TAPS,
+    MaskedBatchNorm1d,
+    SameConv1d,
+    format_shape_table,
+    masked_max_pool,
+)
 from patientcnn.models.registry import closed_form_names, create_network, network_names
 
 SMALL = {
@@ -99,6 +106,36 @@ def test_training_max_pool_matches_max_pool1d_in_values_and_gradients():
         grads.append((out.detach(), leaf.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0], atol=0, rtol=0)
     torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "taps, dilation, stride, groups, bias",
+    [
+        (PIECE_TAPS + 1, 1, 1, 1, False),
+        (19, 1, 1, 1, False),
+        (40, 2, 1, 2, True),
+        (27, 3, 2, 1, True),
+    ],
+)
+def test_a_long_kernel_trained_in_pieces_gives_the_one_convolutions_values_and_gradients(
+    taps, dilation, stride, groups, bias
+):
+    channels = PIECE_MIN_CHANNELS * groups
+    conv = SameConv1d(channels, 6, taps, dilation=dilation, stride=stride, groups=groups, bias=bias)
+    x = torch.randn(3, channels, 90, dtype=torch.float64)
+    weights = torch.randn(3, 6, 90 // stride + 1, dtype=torch.float64)
+    conv = conv.double()
+    runs = []
+    for training in (False, True):  # evaluation: the one convolution; training: pieces
+        conv.train(training)
+        conv.zero_grad()
+        leaf = x.clone().requires_grad_()
+        out = conv(leaf)
+        (out * weights[..., : out.shape[2]]).sum().backward()
+        runs.append((out.detach(), leaf.grad, conv.weight.grad.clone()))
+    assert runs[1][0].shape == runs[0][0].shape
+    for one, pieces in zip(runs[0], runs[1], strict=True):
+        torch.testing.assert_close(pieces, one, rtol=1e-12, atol=1e-12)
 
 
 def test_inception_skips_the_masks_of_an_unpadded_batch_with_the_same_result():
