@@ -89,13 +89,13 @@ def test_the_blend_weighs_the_informative_sides_and_drops_the_useless():
     )
 
 
-def fitted_families(bundle, seeds=(0, 1)):
+def fitted_families(bundle, seeds=(0, 1), rocket=ROCKET):
     """A rocket family of two members, a summary and a linear family, fitted on random
     patients."""
     train_x, train_valid = inputs(24, channels=bundle.in_channels, seed=5)
     families = []
     for name, config, members in (
-        ("rocket", ROCKET, seeds),
+        ("rocket", rocket, seeds),
         ("summary", {}, (0,)),
         ("linear", {}, (0,)),
     ):
@@ -108,13 +108,14 @@ def fitted_families(bundle, seeds=(0, 1)):
     return families
 
 
-def test_bundle_with_partners_predicts_the_blend_and_exports(tmp_path):
+@pytest.mark.parametrize("rocket", [ROCKET, {**ROCKET, "max_pool": True}])
+def test_bundle_with_partners_predicts_the_blend_and_exports(tmp_path, rocket):
     """The ensemble rebuilt from a bundle computes sum_i w_i (a_i z_i + b_i) over the sides
     before its calibration, and both exported graphs give the same probabilities."""
     ckpt = make_checkpoint(tmp_path, "cnn")
     bundle = load_bundle(ckpt)
     x, valid = inputs(6, channels=bundle.in_channels)
-    families = fitted_families(bundle)
+    families = fitted_families(bundle, rocket=rocket)
     blend = {
         "sides": ["trained networks", "rocket", "summary", "linear"],
         "weights": [0.25, 0.25, 0.25, 0.25],

@@ -57,12 +57,16 @@ def test_fitted_partner_separates_a_learnable_cohort_and_is_deterministic(first_
     assert ((z > 0) == y[30:]).mean() >= 0.9
 
 
-@pytest.mark.parametrize("first_difference", [False, True])
-def test_padding_never_changes_a_partner_logit(first_difference):
+@pytest.mark.parametrize(
+    ("first_difference", "max_pool"), [(False, False), (True, False), (True, True)]
+)
+def test_padding_never_changes_a_partner_logit(first_difference, max_pool):
     """A patient's stay padded after (garbage in the padded steps) or before, or alone at
-    its own length, gives the same logit; the step-to-step changes too."""
+    its own length, gives the same logit; the step-to-step changes and the peaks too."""
     x, valid, y = toy_cohort()
-    net = create_network("rocket", 2, 30, **SMALL, first_difference=first_difference)
+    net = create_network(
+        "rocket", 2, 30, **SMALL, first_difference=first_difference, max_pool=max_pool
+    )
     net.fit(x, valid, y, seed=0)
     n_real = int(valid[1].sum())
     assert n_real < 30
@@ -78,14 +82,15 @@ def test_padding_never_changes_a_partner_logit(first_difference):
         assert net(x, valid).std() > 0.1  # the patients really differ
 
 
-def test_the_fast_eager_features_equal_the_exported_graphs_operators():
+@pytest.mark.parametrize("max_pool", [False, True])
+def test_the_fast_eager_features_equal_the_exported_graphs_operators(max_pool):
     """Eager calls mask each half of the kernels through a strided view; traced and
     exported graphs build the (N, 84, L) mask of counted steps. Same numbers, padding
-    before, after or none."""
+    before, after or none; the peaks are the highest counted outputs."""
     x, valid, y = toy_cohort(n=12)
     valid[3] = torch.arange(30) >= 7  # padding before the stay
     valid[4] = True
-    net = create_network("rocket", 2, 30, **SMALL, first_difference=True)
+    net = create_network("rocket", 2, 30, **SMALL, first_difference=True, max_pool=max_pool)
     net.fit_biases(x, valid, seed=0)
     expected = []
     for series, steps, bias in net.representations(x, valid):
@@ -95,8 +100,16 @@ def test_the_fast_eager_features_equal_the_exported_graphs_operators():
             for j in range(net.biases_per[i]):
                 above = (out > bias[i, :, j, None]) & counted
                 expected.append(above.sum(dim=2).float() / count)
+            if max_pool:  # the highest counted output; 0 where no step counts
+                pairs = zip(out.flatten(0, 1), counted.flatten(0, 1), strict=True)
+                peaks = [o[c].max() if c.any() else o.new_zeros(()) for o, c in pairs]
+                expected.append(torch.stack(peaks).view(out.shape[:2]))
     with torch.no_grad():
-        torch.testing.assert_close(net.features(x, valid), torch.cat(expected, dim=1))
+        features = net.features(x, valid)
+        assert features.shape[1] == net.n_features
+        torch.testing.assert_close(features, torch.cat(expected, dim=1))
+        traced = torch.jit.trace(lambda a, b: net.features(a, b), (x, valid), check_trace=False)
+        torch.testing.assert_close(traced(x, valid), features)
 
 
 def test_first_difference_reads_the_changes_with_biases_of_their_own():
@@ -127,3 +140,22 @@ def test_shape_table_lists_each_dilation_and_the_readout():
     assert [r["layer"] for r in changes[-2:]] == [f"changes_d1-{net.dilations[-1]}", "ppv+linear"]
     assert changes[-1]["in_channels"] == 2 * 84 * len(net.dilations)
     assert "changes_d1-" in format_shape_table(changes)
+    peaks = create_network("rocket", 3, 40, **SMALL, max_pool=True)
+    assert peaks.n_features == KERNELS * (sum(peaks.biases_per) + len(peaks.dilations))
+    assert peaks.shape_table()[-1]["layer"] == "ppv+max+linear"
+    with pytest.raises(UserError, match="max_pool"):
+        create_network("rocket", 2, 30, max_pool=1)
+
+
+def test_max_pool_sees_one_short_spike_that_the_shares_barely_notice():
+    """A one-step spike moves each share above a bias by at most 9 steps' worth (< 1),
+    but the peaks of the kernels that read it by about the spike's size."""
+    x, valid, y = toy_cohort(n=12)
+    net = create_network("rocket", 2, 30, **SMALL, max_pool=True)
+    net.fit_biases(x, valid, seed=0)
+    spiked = x.clone()
+    spiked[0, 0, 5] += 10.0
+    with torch.no_grad():
+        change = (net.features(spiked, valid) - net.features(x, valid)).abs()
+    assert change[1:].max() == 0  # the other patients are untouched
+    assert int((change[0] > 1.0).sum()) >= KERNELS
