@@ -18,7 +18,7 @@ from torchmetrics import MeanMetric
 
 from patientcnn.errors import UserError
 from patientcnn.metrics import classification_metrics
-from patientcnn.models.layers import precise_norm_statistics, valid_interval
+from patientcnn.models.layers import precise_norm_statistics, true_or_false, valid_interval
 from patientcnn.models.registry import closed_form_names, create_network, network_config
 
 SCHEDULERS = ("none", "cosine", "plateau")
@@ -70,8 +70,7 @@ class Classifier(pl.LightningModule):
             if not isinstance(value, (int, float)) or value < 0 or (name == "crop" and value >= 1):
                 bound = "a fraction in [0, 1)" if name == "crop" else "a number >= 0"
                 raise UserError(f"model.{name} must be {bound} (0: off), got {value!r}")
-        if not isinstance(precise_bn, bool):
-            raise UserError(f"model.precise_bn must be true or false, got {precise_bn!r}")
+        true_or_false("precise_bn", precise_bn)
         if net in closed_form_names():
             raise UserError(
                 f"model.net={net} has no kernels to train by gradient: it is fitted in closed "

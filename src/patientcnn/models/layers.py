@@ -419,6 +419,14 @@ def positive_int(name: str, value: object) -> int:
     return value
 
 
+def true_or_false(name: str, value: object) -> bool:
+    """``value``, checked to be a boolean; ``name`` as in ``positive_int``."""
+    if not isinstance(value, bool):
+        setting = name if "." in name else f"model.{name}"
+        raise UserError(f"{setting} must be true or false, got {value!r}")
+    return value
+
+
 def static_width(value: object) -> int:
     """The number of static covariates a network reads beside the series (0: none)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

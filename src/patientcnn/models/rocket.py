@@ -52,9 +52,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patientcnn.errors import UserError
 from patientcnn.models.closed_form import ClosedFormNetwork
-from patientcnn.models.layers import positive_int, static_width, steps_mask, valid_interval
+from patientcnn.models.layers import (
+    positive_int,
+    static_width,
+    steps_mask,
+    true_or_false,
+    valid_interval,
+)
 from patientcnn.models.registry import register
 
 TAPS = 9
@@ -102,12 +107,8 @@ class RandomKernels(ClosedFormNetwork):
         super().__init__()
         positive_int("partner.rocket.features", features)
         positive_int("partner.rocket.max_dilations", max_dilations)
-        if not isinstance(first_difference, bool):
-            raise UserError(
-                f"partner.rocket.first_difference must be true or false, got {first_difference!r}"
-            )
-        if not isinstance(max_pool, bool):
-            raise UserError(f"partner.rocket.max_pool must be true or false, got {max_pool!r}")
+        true_or_false("partner.rocket.first_difference", first_difference)
+        true_or_false("partner.rocket.max_pool", max_pool)
         self.seq_len = seq_len
         self.in_channels = in_channels
         self.first_difference = first_difference
