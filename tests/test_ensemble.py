@@ -320,6 +320,23 @@ def test_common_step_averages_the_folds_and_carries_a_stopped_fold_forward():
     assert common_step([[(5, 0.5), (10, 0.5)]])[0] == 5
 
 
+def test_read_curve_takes_scores_from_their_files_and_old_evaluations_from_the_weights(tmp_path):
+    import json
+
+    import torch
+
+    from patientcnn.checkpoint_choice import FOLDER, read_curve
+
+    folder = tmp_path / FOLDER
+    folder.mkdir()
+    # an evaluation saved before score files existed: read from its weights file
+    torch.save({"step": 5, "score": 0.7, "value": 0.7, "state": {}}, folder / "step_0000005.pt")
+    # a score file beside weights that cannot be unpickled: the weights are never read
+    (folder / "step_0000010.pt").write_bytes(b"not a pickle")
+    (folder / "step_0000010.json").write_text(json.dumps({"step": 10, "score": 0.4, "value": 0.4}))
+    assert read_curve(tmp_path) == [(5, 0.7), (10, 0.4)]
+
+
 def test_fold_networks_keep_one_common_step(tmp_path):
     """recipe.checkpoint=common (the default): every fold network keeps its weights at the
     same evaluation step, and the validation figures are those of the kept weights."""

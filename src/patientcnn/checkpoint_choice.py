@@ -15,13 +15,15 @@ with its last evaluation at the later steps (and keeps its last weights there). 
 keeps each fold's own lowest. docs/DEFAULTS.md has the out-of-fold evidence.
 
 During training ``EvaluationWeights`` saves the network's weights and validation loss at
-every evaluation under ``<member folder>/evaluations/``; once every member is trained,
-``common_step`` picks the step and ``weights_at`` reads each member's weights there. The
-files are removed once the run's bundle is written.
+every evaluation under ``<member folder>/evaluations/`` (the loss also in a small JSON file,
+so that ``read_curve`` need not unpickle every evaluation's weights); once every member is
+trained, ``common_step`` picks the step and ``weights_at`` reads each member's weights
+there. The files are removed once the run's bundle is written.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from patientcnn.files import atomic_write
+from patientcnn.files import atomic_write, write_json
 
 FOLDER = "evaluations"
 
@@ -58,15 +60,23 @@ class EvaluationWeights(pl.Callback):
             "state": {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()},
         }
         self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.folder / f"step_{step:07d}.pt", lambda tmp: torch.save(record, tmp))
+        name = f"step_{step:07d}"
+        atomic_write(self.folder / f"{name}.pt", lambda tmp: torch.save(record, tmp))
+        # the score alone as well, after the weights: read_curve need not unpickle the weights
+        write_json(self.folder / f"{name}.json", {k: record[k] for k in ("step", "score", "value")})
 
 
 def read_curve(folder: Path) -> list[tuple[int, float]]:
     """[(step, validation loss)] of a member's saved evaluations, by step (the monitored
-    score, lower is better)."""
+    score, lower is better). Evaluations saved without their score file (before it
+    existed) are read from the weights file."""
     curve = []
     for path in sorted((Path(folder) / FOLDER).glob("step_*.pt")):
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        scores = path.with_suffix(".json")
+        if scores.exists():
+            saved = json.loads(scores.read_text())
+        else:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
         curve.append((int(saved["step"]), float(saved["score"])))
     return curve
 
