@@ -1,5 +1,7 @@
 """Using every patient: test tables, K-fold ensembles in one checkpoint, tiny cohorts."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -321,10 +323,6 @@ def test_common_step_averages_the_folds_and_carries_a_stopped_fold_forward():
 
 
 def test_read_curve_takes_scores_from_their_files_and_old_evaluations_from_the_weights(tmp_path):
-    import json
-
-    import torch
-
     from patientcnn.checkpoint_choice import FOLDER, read_curve
 
     folder = tmp_path / FOLDER
